@@ -1,0 +1,16 @@
+//! The pure core: types and rules with no IO, no async and no SQL.
+//!
+//! Everything here can be unit- and property-tested in isolation; the
+//! services around it (store, delivery, casework, http) only orchestrate.
+
+pub mod answer;
+pub mod error;
+pub mod ids;
+pub mod kana;
+pub mod request;
+pub mod retry;
+pub mod state;
+pub mod time;
+pub mod zengin;
+
+pub use error::DomainError;

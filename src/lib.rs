@@ -1,0 +1,4 @@
+//! Shokai: an open deposit-inquiry gateway for Japanese welfare offices.
+//! See ARCHITECTURE.md for the map of the rooms below.
+
+pub mod domain;
