@@ -2,3 +2,5 @@
 //! See ARCHITECTURE.md for the map of the rooms below.
 
 pub mod domain;
+pub mod iso20022;
+pub mod store;

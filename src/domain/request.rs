@@ -209,6 +209,20 @@ pub struct PlannedInquiry {
     pub target: Target,
 }
 
+/// Everything the encoder needs about one queued inquiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InquiryForBatch {
+    pub id: InquiryId,
+    pub office: String,
+    pub subject: Subject,
+    pub branches: Vec<BranchCode>,
+    pub kinds: Vec<InquiryKind>,
+    pub reference_date: NaiveDate,
+    pub period: Option<Period>,
+    pub legal_basis: String,
+    pub due_date: NaiveDate,
+}
+
 pub fn kinds_to_text(kinds: &BTreeSet<InquiryKind>) -> String {
     kinds
         .iter()

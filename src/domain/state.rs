@@ -107,6 +107,9 @@ impl InquiryState {
             // Answers usually follow delivery, but a bank may answer before
             // its receipt reached us (the receipt was lost on the way).
             (Delivered | Batched, Answered | NotFound | Refused) => true,
+            // We gave up on delivery, yet the bank got the batch and answered:
+            // the answer is worth more than our failure.
+            (Failed, Answered | NotFound | Refused) => true,
             // A corrected answer from the bank.
             (Answered | NotFound | Refused, Answered | NotFound | Refused) => true,
             (Queued | Batched | Delivered, Failed | Cancelled) => true,
@@ -207,8 +210,8 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever sequence is tried, once an inquiry is failed or
-        /// cancelled it stays so, and it never returns to queued once answered.
+        /// Whatever sequence is tried, a cancelled inquiry stays cancelled, a
+        /// failed one can only be answered, and an answered one stays answered.
         #[test]
         fn terminal_states_hold(steps in prop::collection::vec(any_inquiry_state(), 0..30)) {
             let mut s = InquiryState::Queued;
@@ -216,7 +219,8 @@ mod tests {
             for to in steps {
                 let before = s;
                 if let Ok(next) = s.transition(to) {
-                    prop_assert!(!matches!(before, InquiryState::Failed | InquiryState::Cancelled));
+                    prop_assert!(before != InquiryState::Cancelled);
+                    prop_assert!(before != InquiryState::Failed || next.is_answer());
                     s = next;
                 }
                 answered |= s.is_answer();

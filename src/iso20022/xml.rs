@@ -1,0 +1,389 @@
+//! A small, hostile-input-safe XML reader into an element tree, and an
+//! escaping writer. Refuses DOCTYPE, entity references other than the five
+//! predefined ones and character references, processing instructions, and
+//! anything not UTF-8; caps size, depth, element count and text length.
+
+use std::borrow::Cow;
+
+use quick_xml::NsReader;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+
+use super::CodecError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_depth: usize,
+    pub max_elements: usize,
+    pub max_text_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 * 1024 * 1024,
+            max_depth: 32,
+            max_elements: 2_000_000,
+            max_text_chars: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub ns: String,
+    pub name: String,
+    pub text: String,
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    /// The first child with this local name in the parent's namespace.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children
+            .iter()
+            .find(|c| c.name == name && c.ns == self.ns)
+    }
+
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children
+            .iter()
+            .filter(move |c| c.name == name && c.ns == self.ns)
+    }
+
+    pub fn path(&self, path: &[&str]) -> Option<&Element> {
+        path.iter().try_fold(self, |el, name| el.child(name))
+    }
+
+    /// The trimmed text at `path`, which must be present and non-empty.
+    pub fn text_at(&self, path: &[&str]) -> Result<&str, CodecError> {
+        match self.path(path).map(|e| e.text.trim()) {
+            Some(t) if !t.is_empty() => Ok(t),
+            _ => Err(CodecError::new(
+                "missing_element",
+                format!("{} has no {}", self.name, path.join("/")),
+            )),
+        }
+    }
+
+    pub fn opt_text_at(&self, path: &[&str]) -> Option<&str> {
+        self.path(path)
+            .map(|e| e.text.trim())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The only element child, whatever its namespace (wildcard content).
+    pub fn single_child(&self) -> Result<&Element, CodecError> {
+        match self.children.as_slice() {
+            [one] => Ok(one),
+            _ => Err(CodecError::new(
+                "invalid_structure",
+                format!("{} must hold exactly one element", self.name),
+            )),
+        }
+    }
+
+    pub fn expect(&self, ns: &str, name: &str) -> Result<&Element, CodecError> {
+        if self.name != name {
+            return Err(CodecError::new(
+                "wrong_message",
+                format!("expected {name}, found {}", self.name),
+            ));
+        }
+        if self.ns != ns {
+            return Err(CodecError::new(
+                "wrong_namespace",
+                format!("{name} must be in namespace {ns}, found '{}'", self.ns),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> CodecError {
+    CodecError::new("malformed_xml", e.to_string())
+}
+
+pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(CodecError::new(
+            "too_large",
+            format!(
+                "the document is {} bytes; at most {} are accepted",
+                bytes.len(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| CodecError::new("invalid_utf8", format!("the body is not UTF-8: {e}")))?;
+    let mut reader = NsReader::from_str(text);
+    let config = reader.config_mut();
+    config.check_end_names = true;
+    config.expand_empty_elements = true;
+    config.check_comments = true;
+
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let mut elements = 0usize;
+    loop {
+        let (ns, event) = reader.read_resolved_event().map_err(malformed)?;
+        match event {
+            Event::Start(start) => {
+                if root.is_some() {
+                    return Err(malformed("content after the root element"));
+                }
+                elements += 1;
+                if elements > limits.max_elements {
+                    return Err(CodecError::new(
+                        "too_many_elements",
+                        "the document has too many elements",
+                    ));
+                }
+                if stack.len() >= limits.max_depth {
+                    return Err(CodecError::new(
+                        "too_deep",
+                        format!("elements nest deeper than {}", limits.max_depth),
+                    ));
+                }
+                let ns = match ns {
+                    ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
+                    ResolveResult::Unbound => String::new(),
+                    ResolveResult::Unknown(p) => {
+                        return Err(malformed(format!(
+                            "unknown namespace prefix '{}'",
+                            String::from_utf8_lossy(&p)
+                        )));
+                    }
+                };
+                for attr in start.attributes() {
+                    // Checks that attribute values carry no custom entities.
+                    attr.map_err(malformed)?.unescape_value().map_err(|e| {
+                        CodecError::new("entity_forbidden", format!("attribute value: {e}"))
+                    })?;
+                }
+                let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                stack.push(Element {
+                    ns,
+                    name,
+                    text: String::new(),
+                    children: Vec::new(),
+                });
+            }
+            Event::End(_) => {
+                let done = stack.pop().ok_or_else(|| malformed("unmatched end tag"))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(done),
+                    None => root = Some(done),
+                }
+            }
+            Event::Text(t) => {
+                let s = t.decode().map_err(malformed)?;
+                push_text(&mut stack, &s, limits)?;
+            }
+            Event::CData(c) => {
+                let s = c.decode().map_err(malformed)?;
+                push_text(&mut stack, &s, limits)?;
+            }
+            Event::GeneralRef(r) => {
+                let resolved: Cow<'_, str> =
+                    if let Some(ch) = r.resolve_char_ref().map_err(malformed)? {
+                        Cow::Owned(ch.to_string())
+                    } else {
+                        match r.decode().map_err(malformed)?.as_ref() {
+                            "lt" => "<".into(),
+                            "gt" => ">".into(),
+                            "amp" => "&".into(),
+                            "apos" => "'".into(),
+                            "quot" => "\"".into(),
+                            other => {
+                                return Err(CodecError::new(
+                                    "entity_forbidden",
+                                    format!("entity reference &{other}; is not allowed"),
+                                ));
+                            }
+                        }
+                    };
+                push_text(&mut stack, &resolved, limits)?;
+            }
+            Event::DocType(_) => {
+                return Err(CodecError::new(
+                    "doctype_forbidden",
+                    "a DOCTYPE is not allowed",
+                ));
+            }
+            Event::PI(_) => {
+                return Err(CodecError::new(
+                    "malformed_xml",
+                    "processing instructions are not allowed",
+                ));
+            }
+            Event::Decl(decl) => {
+                if let Some(enc) = decl.encoding() {
+                    let enc = enc.map_err(malformed)?;
+                    if !enc.eq_ignore_ascii_case(b"utf-8") {
+                        return Err(CodecError::new(
+                            "invalid_utf8",
+                            "only UTF-8 documents are accepted",
+                        ));
+                    }
+                }
+            }
+            Event::Comment(_) | Event::Empty(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if !stack.is_empty() {
+        return Err(malformed("the document ends inside an element"));
+    }
+    root.ok_or_else(|| malformed("the document has no root element"))
+}
+
+fn push_text(stack: &mut [Element], s: &str, limits: &Limits) -> Result<(), CodecError> {
+    match stack.last_mut() {
+        Some(el) => {
+            el.text.push_str(s);
+            if el.text.len() > limits.max_text_chars * 4
+                && el.text.chars().count() > limits.max_text_chars
+            {
+                return Err(CodecError::new(
+                    "too_large",
+                    format!("text of {} is too long", el.name),
+                ));
+            }
+            Ok(())
+        }
+        None if s.trim().is_empty() => Ok(()),
+        None => Err(malformed("text outside the root element")),
+    }
+}
+
+/// Appends XML by hand: our documents are flat and fixed in shape, and
+/// this keeps the encoder fast and the output byte-stable.
+#[derive(Default)]
+pub struct Out {
+    pub buf: String,
+}
+
+pub fn escape_into(buf: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => buf.push_str("&amp;"),
+            '<' => buf.push_str("&lt;"),
+            '>' => buf.push_str("&gt;"),
+            '"' => buf.push_str("&quot;"),
+            '\'' => buf.push_str("&apos;"),
+            c => buf.push(c),
+        }
+    }
+}
+
+impl Out {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            buf: String::with_capacity(n),
+        }
+    }
+
+    pub fn raw(&mut self, s: &str) -> &mut Self {
+        self.buf.push_str(s);
+        self
+    }
+
+    pub fn open(&mut self, tag: &str) -> &mut Self {
+        self.buf.push('<');
+        self.buf.push_str(tag);
+        self.buf.push('>');
+        self
+    }
+
+    pub fn close(&mut self, tag: &str) -> &mut Self {
+        self.buf.push_str("</");
+        self.buf.push_str(tag);
+        self.buf.push('>');
+        self
+    }
+
+    pub fn leaf(&mut self, tag: &str, text: &str) -> &mut Self {
+        self.open(tag);
+        escape_into(&mut self.buf, text);
+        self.close(tag)
+    }
+
+    pub fn opt_leaf(&mut self, tag: &str, text: Option<&str>) -> &mut Self {
+        if let Some(t) = text {
+            self.leaf(tag, t);
+        }
+        self
+    }
+
+    pub fn empty(&mut self, tag: &str) -> &mut Self {
+        self.buf.push('<');
+        self.buf.push_str(tag);
+        self.buf.push_str("/>");
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Element, CodecError> {
+        parse(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn parses_namespaces_and_text() {
+        let e = p(r#"<?xml version="1.0" encoding="UTF-8"?><a:R xmlns:a="urn:x"><a:B>x &amp; y&#x41;</a:B><a:C/></a:R>"#).unwrap();
+        assert_eq!(e.ns, "urn:x");
+        assert_eq!(e.text_at(&["B"]).unwrap(), "x & yA");
+        assert!(e.child("C").is_some());
+    }
+
+    #[test]
+    fn refuses_hostile_documents() {
+        let cases = [
+            (
+                r#"<!DOCTYPE r [<!ENTITY x "y">]><r>&x;</r>"#,
+                "doctype_forbidden",
+            ),
+            (r#"<r>&x;</r>"#, "entity_forbidden"),
+            (r#"<r a="&x;"/>"#, "entity_forbidden"),
+            (
+                r#"<?xml version="1.0" encoding="ISO-8859-1"?><r/>"#,
+                "invalid_utf8",
+            ),
+            (r#"<r><a></b></r>"#, "malformed_xml"),
+            (r#"<r>"#, "malformed_xml"),
+            (r#"<?pi x?><r/>"#, "malformed_xml"),
+            (r#"<r/><r/>"#, "malformed_xml"),
+            (r#"<p:r/>"#, "malformed_xml"),
+        ];
+        for (doc, code) in cases {
+            assert_eq!(p(doc).unwrap_err().code, code, "{doc}");
+        }
+        let deep = "<a>".repeat(40) + &"</a>".repeat(40);
+        assert_eq!(p(&deep).unwrap_err().code, "too_deep");
+        assert_eq!(
+            parse(&[0xff, 0xfe], &Limits::default()).unwrap_err().code,
+            "invalid_utf8"
+        );
+        let small = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
+        assert_eq!(
+            parse(b"<r>0123456789</r>", &small).unwrap_err().code,
+            "too_large"
+        );
+    }
+
+    #[test]
+    fn escapes() {
+        let mut o = Out::default();
+        o.leaf("a", "<&>\"'");
+        assert_eq!(o.buf, "<a>&lt;&amp;&gt;&quot;&apos;</a>");
+    }
+}

@@ -1,0 +1,441 @@
+//! Cases, subjects, requests, inquiries as filed, and API tokens.
+
+use chrono::NaiveDate;
+use sqlx::any::AnyRow;
+
+use super::{
+    Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
+    parse_date, q,
+};
+use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId, SubjectId};
+use crate::domain::kana::KanaName;
+use crate::domain::request::{NewCase, Period, Request, Subject, kinds_from_text, kinds_to_text};
+use crate::domain::state::{InquiryKind, InquiryState};
+use crate::domain::time::{jst_date, now_millis};
+use crate::domain::zengin::{BranchCode, InstitutionCode};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub label: String,
+    pub role: String,
+    pub office: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRecord {
+    pub id: CaseId,
+    pub office: String,
+    pub case_number: String,
+    pub decision_date: Option<NaiveDate>,
+    pub created_at: i64,
+    pub subjects: Vec<Subject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    pub id: RequestId,
+    pub case_id: CaseId,
+    pub kinds: Vec<InquiryKind>,
+    pub reference_date: NaiveDate,
+    pub period: Option<Period>,
+    pub legal_basis: String,
+    pub purpose: Option<String>,
+    pub due_date: NaiveDate,
+    pub created_at: i64,
+    pub inquiries: Vec<InquiryView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InquiryView {
+    pub id: InquiryId,
+    pub subject_id: SubjectId,
+    pub institution: InstitutionCode,
+    pub branches: Vec<BranchCode>,
+    pub state: InquiryState,
+    pub batch_id: Option<BatchId>,
+    pub due_date: NaiveDate,
+    pub overdue: bool,
+    pub failure_reason: Option<String>,
+    pub answer_revision: i64,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// (state, at) for every transition, oldest first.
+    pub history: Vec<(InquiryState, i64)>,
+}
+
+pub(super) fn branches_to_text(branches: &[BranchCode]) -> String {
+    branches
+        .iter()
+        .map(|b| b.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(super) fn branches_from_text(raw: &str) -> Vec<BranchCode> {
+    raw.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| BranchCode::from_trusted(s.to_owned()))
+        .collect()
+}
+
+pub(super) fn subject_from_row(row: &AnyRow) -> Result<Subject> {
+    let former = get_str(row, "former_kana_names")?;
+    Ok(Subject {
+        id: SubjectId::from_trusted(get_str(row, "id")?),
+        kana_name: KanaName::from_trusted(get_str(row, "kana_name")?),
+        kanji_name: get_opt_str(row, "kanji_name")?,
+        birth_date: parse_date(&get_str(row, "birth_date")?)?,
+        postal_code: get_opt_str(row, "postal_code")?,
+        address: get_opt_str(row, "address")?,
+        former_kana_names: former
+            .split('|')
+            .filter(|s| !s.is_empty())
+            .map(|s| KanaName::from_trusted(s.to_owned()))
+            .collect(),
+    })
+}
+
+pub enum RequestInsert {
+    Created(RequestId),
+    /// The same idempotency key was used before with the same body.
+    Replayed(RequestId),
+}
+
+impl Store {
+    pub async fn insert_token(
+        &self,
+        hash: &str,
+        label: &str,
+        role: &str,
+        office: &str,
+    ) -> Result<()> {
+        q("INSERT INTO api_tokens (token_hash, label, role, office, created_at) VALUES ($1, $2, $3, $4, $5)"
+            .to_owned())
+        .bind(hash.to_owned())
+        .bind(label.to_owned())
+        .bind(role.to_owned())
+        .bind(office.to_owned())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = q(
+            "SELECT label, role, office FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+                .to_owned(),
+        )
+        .bind(hash.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(TokenRecord {
+                label: get_str(&r, "label")?,
+                role: get_str(&r, "role")?,
+                office: get_str(&r, "office")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn insert_case(&self, case: &NewCase, actor: &str) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.begin().await?;
+        q("INSERT INTO cases (id, office, case_number, created_by, created_at) VALUES ($1, $2, $3, $4, $5)"
+            .to_owned())
+        .bind(case.id.as_str().to_owned())
+        .bind(case.office.clone())
+        .bind(case.case_number.clone())
+        .bind(actor.to_owned())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (i, s) in case.subjects.iter().enumerate() {
+            q(
+                "INSERT INTO subjects (id, case_id, position, kana_name, kanji_name, birth_date, \
+               postal_code, address, former_kana_names) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    .to_owned(),
+            )
+            .bind(s.id.as_str().to_owned())
+            .bind(case.id.as_str().to_owned())
+            .bind(i as i64)
+            .bind(s.kana_name.as_str().to_owned())
+            .bind(s.kanji_name.clone())
+            .bind(s.birth_date.to_string())
+            .bind(s.postal_code.clone())
+            .bind(s.address.clone())
+            .bind(
+                s.former_kana_names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn case(&self, id: &CaseId) -> Result<Option<CaseRecord>> {
+        let Some(row) = q(
+            "SELECT id, office, case_number, decision_date, created_at FROM cases WHERE id = $1"
+                .to_owned(),
+        )
+        .bind(id.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let subjects = q("SELECT * FROM subjects WHERE case_id = $1 ORDER BY position".to_owned())
+            .bind(id.as_str().to_owned())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(subject_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(CaseRecord {
+            id: CaseId::from_trusted(get_str(&row, "id")?),
+            office: get_str(&row, "office")?,
+            case_number: get_str(&row, "case_number")?,
+            decision_date: get_opt_date(&row, "decision_date")?,
+            created_at: get_i64(&row, "created_at")?,
+            subjects,
+        }))
+    }
+
+    pub async fn set_decision_date(&self, id: &CaseId, date: Option<NaiveDate>) -> Result<()> {
+        let done = q("UPDATE cases SET decision_date = $1 WHERE id = $2".to_owned())
+            .bind(date.map(|d| d.to_string()))
+            .bind(id.as_str().to_owned())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("case {id}")));
+        }
+        Ok(())
+    }
+
+    /// The request an actor filed earlier under this idempotency key, with
+    /// the hash of the body it was filed with.
+    pub async fn request_by_idempotency_key(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> Result<Option<(RequestId, String)>> {
+        let row = q(
+            "SELECT id, body_hash FROM requests WHERE actor = $1 AND idempotency_key = $2"
+                .to_owned(),
+        )
+        .bind(actor.to_owned())
+        .bind(key.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                RequestId::from_trusted(get_str(&r, "id")?),
+                get_opt_str(&r, "body_hash")?.unwrap_or_default(),
+            ))
+        })
+        .transpose()
+    }
+
+    /// Writes the request, its inquiries (queued) and their first history
+    /// event in one transaction: once this returns, nothing is lost.
+    pub async fn insert_request(
+        &self,
+        request: &Request,
+        actor: &str,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<RequestInsert> {
+        let now = now_millis();
+        let mut tx = self.begin().await?;
+        if let Some((key, hash)) = idempotency {
+            let existing = q(
+                "SELECT id, body_hash FROM requests WHERE actor = $1 AND idempotency_key = $2"
+                    .to_owned(),
+            )
+            .bind(actor.to_owned())
+            .bind(key.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = existing {
+                let id = RequestId::from_trusted(get_str(&row, "id")?);
+                if get_opt_str(&row, "body_hash")?.as_deref() == Some(hash) {
+                    return Ok(RequestInsert::Replayed(id));
+                }
+                return Err(StoreError::Conflict(format!(
+                    "idempotency key '{key}' was used for a different request ({id})"
+                )));
+            }
+        }
+        q("INSERT INTO requests (id, case_id, actor, idempotency_key, body_hash, kinds, reference_date, \
+           period_from, period_to, legal_basis, purpose, due_date, created_at) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            .to_owned())
+        .bind(request.id.as_str().to_owned())
+        .bind(request.case_id.as_str().to_owned())
+        .bind(actor.to_owned())
+        .bind(idempotency.map(|(k, _)| k.to_owned()))
+        .bind(idempotency.map(|(_, h)| h.to_owned()))
+        .bind(kinds_to_text(&request.kinds))
+        .bind(request.reference_date.to_string())
+        .bind(request.period.map(|p| p.from.to_string()))
+        .bind(request.period.map(|p| p.to.to_string()))
+        .bind(request.legal_basis.clone())
+        .bind(request.purpose.clone())
+        .bind(request.due_date.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Multi-row inserts keep a large request to a few statements.
+        for chunk in request.inquiries.chunks(100) {
+            let mut values = Vec::with_capacity(chunk.len());
+            let mut events = Vec::with_capacity(chunk.len());
+            for i in 0..chunk.len() {
+                values.push(format!("({}, 'queued')", super::placeholders(i * 9, 9)));
+                events.push(format!("(${}, ${}, 'queued')", i * 2 + 1, i * 2 + 2));
+            }
+            let mut insert = q(format!(
+                "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
+                 due_date, created_at, updated_at, state) VALUES {}",
+                values.join(", ")
+            ));
+            for inq in chunk {
+                insert = insert
+                    .bind(inq.id.as_str().to_owned())
+                    .bind(request.id.as_str().to_owned())
+                    .bind(request.case_id.as_str().to_owned())
+                    .bind(inq.subject_id.as_str().to_owned())
+                    .bind(inq.target.institution.as_str().to_owned())
+                    .bind(branches_to_text(&inq.target.branches))
+                    .bind(request.due_date.to_string())
+                    .bind(now)
+                    .bind(now);
+            }
+            insert.execute(&mut *tx).await?;
+            let mut ev = q(format!(
+                "INSERT INTO inquiry_events (inquiry_id, at, to_state) VALUES {}",
+                events.join(", ")
+            ));
+            for inq in chunk {
+                ev = ev.bind(inq.id.as_str().to_owned()).bind(now);
+            }
+            ev.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(RequestInsert::Created(request.id.clone()))
+    }
+
+    pub async fn request(&self, id: &RequestId) -> Result<Option<RequestView>> {
+        let Some(row) = q("SELECT * FROM requests WHERE id = $1".to_owned())
+            .bind(id.as_str().to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let period = match (
+            get_opt_date(&row, "period_from")?,
+            get_opt_date(&row, "period_to")?,
+        ) {
+            (Some(from), Some(to)) => Some(Period { from, to }),
+            _ => None,
+        };
+        let inquiries = self
+            .inquiries_where("i.request_id = $1", id.as_str())
+            .await?;
+        Ok(Some(RequestView {
+            id: RequestId::from_trusted(get_str(&row, "id")?),
+            case_id: CaseId::from_trusted(get_str(&row, "case_id")?),
+            kinds: kinds_from_text(&get_str(&row, "kinds")?)?
+                .into_iter()
+                .collect(),
+            reference_date: parse_date(&get_str(&row, "reference_date")?)?,
+            period,
+            legal_basis: get_str(&row, "legal_basis")?,
+            purpose: get_opt_str(&row, "purpose")?,
+            due_date: parse_date(&get_str(&row, "due_date")?)?,
+            created_at: get_i64(&row, "created_at")?,
+            inquiries,
+        }))
+    }
+
+    pub async fn case_inquiries(&self, case: &CaseId) -> Result<Vec<InquiryView>> {
+        self.inquiries_where("i.case_id = $1", case.as_str()).await
+    }
+
+    pub async fn inquiry_view(&self, id: &InquiryId) -> Result<Option<InquiryView>> {
+        Ok(self.inquiries_where("i.id = $1", id.as_str()).await?.pop())
+    }
+
+    async fn inquiries_where(&self, condition: &str, value: &str) -> Result<Vec<InquiryView>> {
+        let rows = q(format!(
+            "SELECT i.id, i.subject_id, i.institution_code, i.branches, i.state, i.batch_id, \
+             i.due_date, i.failure_reason, i.answer_revision, i.created_at, i.updated_at, \
+             b.attempts FROM inquiries i LEFT JOIN batches b ON b.id = i.batch_id \
+             WHERE {condition} ORDER BY i.created_at, i.id"
+        ))
+        .bind(value.to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        let events = q(format!(
+            "SELECT e.inquiry_id, e.to_state, e.at FROM inquiry_events e \
+             JOIN inquiries i ON i.id = e.inquiry_id WHERE {condition} ORDER BY e.id"
+        ))
+        .bind(value.to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut history: std::collections::HashMap<String, Vec<(InquiryState, i64)>> =
+            std::collections::HashMap::new();
+        for e in &events {
+            history.entry(get_str(e, "inquiry_id")?).or_default().push((
+                InquiryState::parse(&get_str(e, "to_state")?)?,
+                get_i64(e, "at")?,
+            ));
+        }
+        let today = jst_date(now_millis());
+        rows.iter()
+            .map(|r| {
+                let id = get_str(r, "id")?;
+                let state = InquiryState::parse(&get_str(r, "state")?)?;
+                let due_date = parse_date(&get_str(r, "due_date")?)?;
+                Ok(InquiryView {
+                    subject_id: SubjectId::from_trusted(get_str(r, "subject_id")?),
+                    institution: InstitutionCode::from_trusted(get_str(r, "institution_code")?),
+                    branches: branches_from_text(&get_str(r, "branches")?),
+                    state,
+                    batch_id: get_opt_str(r, "batch_id")?.map(BatchId::from_trusted),
+                    due_date,
+                    overdue: !state.is_final() && due_date < today,
+                    failure_reason: get_opt_str(r, "failure_reason")?,
+                    answer_revision: get_i64(r, "answer_revision")?,
+                    attempts: get_opt_i64(r, "attempts")?.unwrap_or(0),
+                    created_at: get_i64(r, "created_at")?,
+                    updated_at: get_i64(r, "updated_at")?,
+                    history: history.remove(&id).unwrap_or_default(),
+                    id: InquiryId::from_trusted(id),
+                })
+            })
+            .collect()
+    }
+
+    /// Inquiry counts per state, over the given requests or all.
+    pub async fn inquiry_state_counts(&self) -> Result<Vec<(InquiryState, i64)>> {
+        let rows = q("SELECT state, COUNT(*) AS n FROM inquiries GROUP BY state".to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    InquiryState::parse(&get_str(r, "state")?)?,
+                    get_i64(r, "n")?,
+                ))
+            })
+            .collect()
+    }
+}

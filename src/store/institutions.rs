@@ -1,0 +1,242 @@
+//! The institution directory and per-institution delivery settings.
+
+use sqlx::any::AnyRow;
+
+use super::{Result, Store, StoreError, get_i64, get_opt_str, get_str, placeholders, q};
+use crate::domain::state::Channel;
+use crate::domain::time::now_millis;
+use crate::domain::zengin::{BranchCode, BranchRecord, InstitutionCode, InstitutionRecord};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Institution {
+    pub code: InstitutionCode,
+    pub name: String,
+    pub kana: String,
+    pub settings: InstitutionSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstitutionSettings {
+    pub channel: Channel,
+    pub endpoint_url: Option<String>,
+    /// PEM of the CA that must have issued the bank's server certificate.
+    pub server_ca_pem: Option<String>,
+    pub max_batch_size: i64,
+    pub max_in_flight: i64,
+    pub batch_max_age_ms: i64,
+    pub paused: bool,
+}
+
+impl Default for InstitutionSettings {
+    fn default() -> Self {
+        Self {
+            channel: Channel::Paper,
+            endpoint_url: None,
+            server_ca_pem: None,
+            max_batch_size: 100,
+            max_in_flight: 2,
+            batch_max_age_ms: 2000,
+            paused: false,
+        }
+    }
+}
+
+const INSTITUTION_COLUMNS: &str = "code, name, kana, channel, endpoint_url, server_ca_pem, \
+     max_batch_size, max_in_flight, batch_max_age_ms, paused";
+
+fn institution_from_row(row: &AnyRow) -> Result<Institution> {
+    Ok(Institution {
+        code: InstitutionCode::from_trusted(get_str(row, "code")?),
+        name: get_str(row, "name")?,
+        kana: get_str(row, "kana")?,
+        settings: InstitutionSettings {
+            channel: Channel::parse(&get_str(row, "channel")?)?,
+            endpoint_url: get_opt_str(row, "endpoint_url")?,
+            server_ca_pem: get_opt_str(row, "server_ca_pem")?,
+            max_batch_size: get_i64(row, "max_batch_size")?,
+            max_in_flight: get_i64(row, "max_in_flight")?,
+            batch_max_age_ms: get_i64(row, "batch_max_age_ms")?,
+            paused: get_i64(row, "paused")? != 0,
+        },
+    })
+}
+
+/// Rows per multi-row INSERT: few round trips, well under both databases'
+/// bind-parameter limits.
+const IMPORT_CHUNK: usize = 200;
+
+impl Store {
+    /// Loads the zengin directory. Names are refreshed; delivery settings of
+    /// institutions already known are kept. Returns (institutions, branches).
+    pub async fn import_directory(
+        &self,
+        banks: &[InstitutionRecord],
+        branches: &[BranchRecord],
+    ) -> Result<(usize, usize)> {
+        let now = now_millis();
+        let mut tx = self.begin().await?;
+        for chunk in banks.chunks(IMPORT_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * 4, 4)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = q(format!(
+                "INSERT INTO institutions (code, name, kana, updated_at) VALUES {values} \
+                 ON CONFLICT (code) DO UPDATE SET name = excluded.name, kana = excluded.kana"
+            ));
+            for b in chunk {
+                query = query
+                    .bind(b.code.as_str().to_owned())
+                    .bind(b.name.clone())
+                    .bind(b.kana.clone())
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for chunk in branches.chunks(IMPORT_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * 4, 4)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = q(format!(
+                "INSERT INTO branches (institution_code, code, name, kana) VALUES {values} \
+                 ON CONFLICT (institution_code, code) DO UPDATE SET name = excluded.name, kana = excluded.kana"
+            ));
+            for b in chunk {
+                query = query
+                    .bind(b.institution.as_str().to_owned())
+                    .bind(b.code.as_str().to_owned())
+                    .bind(b.name.clone())
+                    .bind(b.kana.clone());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok((banks.len(), branches.len()))
+    }
+
+    pub async fn institution(&self, code: &InstitutionCode) -> Result<Option<Institution>> {
+        let row = q(format!(
+            "SELECT {INSTITUTION_COLUMNS} FROM institutions WHERE code = $1"
+        ))
+        .bind(code.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(institution_from_row).transpose()
+    }
+
+    /// Institutions whose channel is not paper, or all when `all` is set.
+    pub async fn institutions_with_channel(&self, channel: Channel) -> Result<Vec<Institution>> {
+        let rows = q(format!(
+            "SELECT {INSTITUTION_COLUMNS} FROM institutions WHERE channel = $1 ORDER BY code"
+        ))
+        .bind(channel.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(institution_from_row).collect()
+    }
+
+    pub async fn update_institution_settings(
+        &self,
+        code: &InstitutionCode,
+        s: &InstitutionSettings,
+    ) -> Result<()> {
+        let done = q(
+            "UPDATE institutions SET channel = $1, endpoint_url = $2, server_ca_pem = $3, \
+               max_batch_size = $4, max_in_flight = $5, batch_max_age_ms = $6, paused = $7, \
+               updated_at = $8 WHERE code = $9"
+                .to_owned(),
+        )
+        .bind(s.channel.as_str())
+        .bind(s.endpoint_url.clone())
+        .bind(s.server_ca_pem.clone())
+        .bind(s.max_batch_size)
+        .bind(s.max_in_flight)
+        .bind(s.batch_max_age_ms)
+        .bind(i64::from(s.paused))
+        .bind(now_millis())
+        .bind(code.as_str().to_owned())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("institution {code}")));
+        }
+        Ok(())
+    }
+
+    /// Which of `codes` are not in the directory.
+    pub async fn unknown_institutions(
+        &self,
+        codes: &[InstitutionCode],
+    ) -> Result<Vec<InstitutionCode>> {
+        let mut unknown = Vec::new();
+        for code in codes {
+            let found = q("SELECT 1 AS one FROM institutions WHERE code = $1".to_owned())
+                .bind(code.as_str().to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
+            if found.is_none() {
+                unknown.push(code.clone());
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Which of `branches` the institution does not have.
+    pub async fn unknown_branches(
+        &self,
+        institution: &InstitutionCode,
+        branches: &[BranchCode],
+    ) -> Result<Vec<BranchCode>> {
+        let mut unknown = Vec::new();
+        for b in branches {
+            let found = q(
+                "SELECT 1 AS one FROM branches WHERE institution_code = $1 AND code = $2"
+                    .to_owned(),
+            )
+            .bind(institution.as_str().to_owned())
+            .bind(b.as_str().to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+            if found.is_none() {
+                unknown.push(b.clone());
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Registers a bank's client certificate fingerprint (SHA-256, hex).
+    pub async fn add_bank_certificate(
+        &self,
+        fingerprint: &str,
+        institution: &InstitutionCode,
+    ) -> Result<()> {
+        q("INSERT INTO bank_client_certs (fingerprint, institution_code, added_at) VALUES ($1, $2, $3) \
+           ON CONFLICT (fingerprint) DO UPDATE SET institution_code = excluded.institution_code"
+            .to_owned())
+        .bind(fingerprint.to_ascii_lowercase())
+        .bind(institution.as_str().to_owned())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn institution_for_certificate(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<InstitutionCode>> {
+        let row =
+            q("SELECT institution_code FROM bank_client_certs WHERE fingerprint = $1".to_owned())
+                .bind(fingerprint.to_ascii_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(InstitutionCode::from_trusted(get_str(
+                &r,
+                "institution_code",
+            )?))
+        })
+        .transpose()
+    }
+}

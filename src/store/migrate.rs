@@ -1,0 +1,108 @@
+//! A small migration runner: numbered SQL files per dialect, embedded in the
+//! binary, applied in order, each in its own transaction, and recorded with
+//! a checksum so that an edited, already-applied migration is refused.
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{Dialect, Result, Store, StoreError, q};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+}];
+
+/// Serialises concurrent migrators on PostgreSQL (several gateways starting).
+const PG_MIGRATION_LOCK: i64 = 0x5348_4f4b_4149;
+
+impl Store {
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        if self.dialect == Dialect::Postgres {
+            q(format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        let result = self.migrate_locked(&mut conn).await;
+        if self.dialect == Dialect::Postgres {
+            q(format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        result
+    }
+
+    async fn migrate_locked(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS shokai_migrations (
+                version BIGINT PRIMARY KEY,
+                name TEXT NOT NULL,
+                checksum TEXT NOT NULL,
+                applied_at BIGINT NOT NULL
+            )",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for m in MIGRATIONS {
+            let sql = match self.dialect {
+                Dialect::Sqlite => m.sqlite,
+                Dialect::Postgres => m.postgres,
+            };
+            let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
+            let applied = sqlx::query("SELECT checksum FROM shokai_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(row) = applied {
+                let stored: String = row.try_get("checksum")?;
+                if stored != checksum {
+                    return Err(StoreError::Migration(format!(
+                        "migration {} ({}) was changed after it was applied",
+                        m.version, m.name
+                    )));
+                }
+                continue;
+            }
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Migration(format!("{} ({}): {e}", m.version, m.name)))?;
+            sqlx::query(
+                "INSERT INTO shokai_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(checksum)
+            .bind(crate::domain::time::now_millis())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// The versions applied, for readiness checks and `shokai migrate`.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT version FROM shokai_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("version")?))
+            .collect()
+    }
+
+    pub fn latest_migration() -> i64 {
+        MIGRATIONS.last().map_or(0, |m| m.version)
+    }
+}

@@ -1,0 +1,465 @@
+//! The delivery queue: sealing batches, claiming them under a lease with a
+//! fencing token, recording attempts and finishing batches.
+//!
+//! Claims commit before any network IO. Every update after a claim names
+//! the claim token (`WHERE claim_token = $n`); zero rows changed means the
+//! lease was lost to another worker, reported as [`StoreError::LostLease`].
+
+use super::cases::branches_from_text;
+use super::{
+    Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
+    parse_date, placeholders, q,
+};
+use crate::domain::ids::{BatchId, ClaimToken, InquiryId, SubjectId};
+use crate::domain::kana::KanaName;
+use crate::domain::request::{InquiryForBatch, Period, Subject, kinds_from_text};
+use crate::domain::state::BatchState;
+use crate::domain::zengin::InstitutionCode;
+
+#[derive(Debug, Clone)]
+pub struct QueuedInstitution {
+    pub code: InstitutionCode,
+    pub queued: i64,
+    pub oldest_created_at: i64,
+    pub max_batch_size: i64,
+    pub batch_max_age_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedBatch {
+    pub id: BatchId,
+    pub institution: InstitutionCode,
+    pub token: ClaimToken,
+    /// 1 for the first try.
+    pub attempt: i64,
+    pub first_attempt_at: i64,
+    pub payload: Vec<u8>,
+    pub endpoint_url: Option<String>,
+    pub server_ca_pem: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub batch_id: BatchId,
+    pub attempt_no: i64,
+    pub token: ClaimToken,
+    pub started_at: i64,
+    pub ended_at: i64,
+    /// `acknowledged`, `rejected`, `retryable`, `permanent`.
+    pub outcome: String,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchFinish {
+    Acknowledged,
+    RetryAt { at: i64, error: String },
+    Dead { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    pub id: BatchId,
+    pub institution: InstitutionCode,
+    pub state: BatchState,
+    pub inquiry_count: i64,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    pub batches_by_state: Vec<(BatchState, i64)>,
+}
+
+/// Batches ready to send at the instant bound to placeholder `now`: due for
+/// a (re)try, or in flight under an expired lease (reclaimed after a crash).
+fn due(now: &str) -> String {
+    format!(
+        "((b.state IN ('sealed', 'retry_wait') AND b.next_attempt_at <= {now}) \
+         OR (b.state = 'in_flight' AND b.lease_until < {now}))"
+    )
+}
+
+impl Store {
+    /// Institutions with queued inquiries, with what the batcher needs to
+    /// decide whether to seal a batch now.
+    pub async fn queued_institutions(&self) -> Result<Vec<QueuedInstitution>> {
+        let rows = q(
+            "SELECT i.institution_code AS code, COUNT(*) AS n, MIN(i.created_at) AS oldest, \
+               s.max_batch_size, s.batch_max_age_ms FROM inquiries i \
+               JOIN institutions s ON s.code = i.institution_code \
+               WHERE i.state = 'queued' \
+               GROUP BY i.institution_code, s.max_batch_size, s.batch_max_age_ms \
+               ORDER BY MIN(i.created_at)"
+                .to_owned(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedInstitution {
+                    code: InstitutionCode::from_trusted(get_str(r, "code")?),
+                    queued: get_i64(r, "n")?,
+                    oldest_created_at: get_i64(r, "oldest")?,
+                    max_batch_size: get_i64(r, "max_batch_size")?,
+                    batch_max_age_ms: get_i64(r, "batch_max_age_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The oldest queued inquiries of one institution, with their subjects.
+    pub async fn queued_for_batch(
+        &self,
+        institution: &InstitutionCode,
+        limit: i64,
+    ) -> Result<Vec<InquiryForBatch>> {
+        let rows = q("SELECT i.id, i.branches, i.due_date, r.kinds, r.reference_date, r.period_from, \
+               r.period_to, r.legal_basis, c.office, s.id AS subject_id, s.kana_name, s.kanji_name, \
+               s.birth_date, s.postal_code, s.address, s.former_kana_names \
+               FROM inquiries i JOIN requests r ON r.id = i.request_id \
+               JOIN subjects s ON s.id = i.subject_id JOIN cases c ON c.id = i.case_id \
+               WHERE i.state = 'queued' AND i.institution_code = $1 \
+               ORDER BY i.created_at, i.id LIMIT $2"
+            .to_owned())
+        .bind(institution.as_str().to_owned())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let period = match (
+                    get_opt_date(r, "period_from")?,
+                    get_opt_date(r, "period_to")?,
+                ) {
+                    (Some(from), Some(to)) => Some(Period { from, to }),
+                    _ => None,
+                };
+                Ok(InquiryForBatch {
+                    id: InquiryId::from_trusted(get_str(r, "id")?),
+                    office: get_str(r, "office")?,
+                    subject: Subject {
+                        id: SubjectId::from_trusted(get_str(r, "subject_id")?),
+                        kana_name: KanaName::from_trusted(get_str(r, "kana_name")?),
+                        kanji_name: get_opt_str(r, "kanji_name")?,
+                        birth_date: parse_date(&get_str(r, "birth_date")?)?,
+                        postal_code: get_opt_str(r, "postal_code")?,
+                        address: get_opt_str(r, "address")?,
+                        former_kana_names: get_str(r, "former_kana_names")?
+                            .split('|')
+                            .filter(|s| !s.is_empty())
+                            .map(|s| KanaName::from_trusted(s.to_owned()))
+                            .collect(),
+                    },
+                    branches: branches_from_text(&get_str(r, "branches")?),
+                    kinds: kinds_from_text(&get_str(r, "kinds")?)?
+                        .into_iter()
+                        .collect(),
+                    reference_date: parse_date(&get_str(r, "reference_date")?)?,
+                    period,
+                    legal_basis: get_str(r, "legal_basis")?,
+                    due_date: parse_date(&get_str(r, "due_date")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a sealed batch and moves its inquiries from queued to batched,
+    /// in one transaction. If another batcher took any of them first, nothing
+    /// is written and `Conflict` is returned.
+    pub async fn create_batch(
+        &self,
+        id: &BatchId,
+        institution: &InstitutionCode,
+        inquiries: &[InquiryId],
+        payload: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        q("INSERT INTO batches (id, institution_code, state, inquiry_count, payload, next_attempt_at, \
+           created_at, updated_at) VALUES ($1, $2, 'sealed', $3, $4, $5, $5, $5)"
+            .to_owned())
+        .bind(id.as_str().to_owned())
+        .bind(institution.as_str().to_owned())
+        .bind(inquiries.len() as i64)
+        .bind(payload.to_vec())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for chunk in inquiries.chunks(500) {
+            let ids = placeholders(3, chunk.len());
+            let mut events = q(format!(
+                "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+                 SELECT id, $1, 'queued', 'batched', $2 FROM inquiries \
+                 WHERE state = 'queued' AND id IN ({ids})"
+            ))
+            .bind(now)
+            .bind(id.as_str().to_owned());
+            let mut update = q(format!(
+                "UPDATE inquiries SET state = 'batched', batch_id = $2, updated_at = $1 \
+                 WHERE state = 'queued' AND id IN ({ids})"
+            ))
+            .bind(now)
+            .bind(id.as_str().to_owned());
+            for i in chunk {
+                events = events.bind(i.as_str().to_owned());
+                update = update.bind(i.as_str().to_owned());
+            }
+            events.execute(&mut *tx).await?;
+            let done = update.execute(&mut *tx).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(format!(
+                    "some inquiries for batch {id} were no longer queued"
+                )));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims due batches of push institutions under a lease, respecting
+    /// each institution's pause and in-flight limit. Commits before
+    /// returning: the caller then talks to the bank with no transaction open.
+    pub async fn claim_due_batches(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedBatch>> {
+        let candidates = q(format!(
+            "SELECT DISTINCT b.institution_code FROM batches b \
+             JOIN institutions s ON s.code = b.institution_code \
+             WHERE s.channel = 'push' AND s.paused = 0 AND {}",
+            due("$1")
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::new();
+        for c in candidates {
+            if claimed.len() >= limit {
+                break;
+            }
+            let code = get_str(&c, "institution_code")?;
+            let room = (limit - claimed.len()) as i64;
+            claimed.extend(
+                self.claim_for_institution(&code, now, lease_ms, room)
+                    .await?,
+            );
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_for_institution(
+        &self,
+        code: &str,
+        now: i64,
+        lease_ms: i64,
+        room: i64,
+    ) -> Result<Vec<ClaimedBatch>> {
+        let mut tx = self.begin().await?;
+        // Locking the institution row serialises claimers of one institution
+        // on PostgreSQL, so two gateways cannot both fill its last slot.
+        let Some(inst) = q(format!(
+            "SELECT max_in_flight, endpoint_url, server_ca_pem, paused, channel \
+             FROM institutions WHERE code = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(code.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        if get_i64(&inst, "paused")? != 0 || get_str(&inst, "channel")? != "push" {
+            return Ok(Vec::new());
+        }
+        let active = q("SELECT COUNT(*) AS n FROM batches \
+               WHERE institution_code = $1 AND state = 'in_flight' AND lease_until >= $2"
+            .to_owned())
+        .bind(code.to_owned())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let free = (get_i64(&inst, "max_in_flight")? - get_i64(&active, "n")?).min(room);
+        if free <= 0 {
+            return Ok(Vec::new());
+        }
+        let due = q(format!(
+            "SELECT b.id FROM batches b WHERE b.institution_code = $1 AND {} \
+             ORDER BY b.next_attempt_at, b.id LIMIT $3{}",
+            due("$2"),
+            self.dialect.skip_locked()
+        ))
+        .bind(code.to_owned())
+        .bind(now)
+        .bind(free)
+        .fetch_all(&mut *tx)
+        .await?;
+        let endpoint_url = get_opt_str(&inst, "endpoint_url")?;
+        let server_ca_pem = get_opt_str(&inst, "server_ca_pem")?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for row in due {
+            let id = get_str(&row, "id")?;
+            let token = ClaimToken::generate();
+            let updated = q(
+                "UPDATE batches SET state = 'in_flight', claim_token = $1, lease_until = $2, \
+                   attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $3), \
+                   updated_at = $3 WHERE id = $4 \
+                   RETURNING attempts, first_attempt_at, payload"
+                    .to_owned(),
+            )
+            .bind(token.as_str().to_owned())
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(id.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+            claimed.push(ClaimedBatch {
+                id: BatchId::from_trusted(id),
+                institution: InstitutionCode::from_trusted(code.to_owned()),
+                token,
+                attempt: get_i64(&updated, "attempts")?,
+                first_attempt_at: get_opt_i64(&updated, "first_attempt_at")?.unwrap_or(now),
+                payload: sqlx::Row::try_get::<Vec<u8>, _>(&updated, "payload")?,
+                endpoint_url: endpoint_url.clone(),
+                server_ca_pem: server_ca_pem.clone(),
+            });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    pub async fn record_attempt(&self, a: &AttemptRecord) -> Result<()> {
+        q("INSERT INTO delivery_attempts (batch_id, attempt_no, claim_token, started_at, ended_at, \
+           duration_ms, outcome, http_status, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            .to_owned())
+        .bind(a.batch_id.as_str().to_owned())
+        .bind(a.attempt_no)
+        .bind(a.token.as_str().to_owned())
+        .bind(a.started_at)
+        .bind(a.ended_at)
+        .bind(a.ended_at - a.started_at)
+        .bind(a.outcome.clone())
+        .bind(a.http_status)
+        .bind(a.error.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a claim. Fails with `LostLease`, changing nothing, if the token
+    /// is no longer the batch's claim.
+    pub async fn finish_batch(
+        &self,
+        id: &BatchId,
+        token: &ClaimToken,
+        finish: &BatchFinish,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let (state, next_at, error) = match finish {
+            BatchFinish::Acknowledged => (BatchState::Acknowledged, None, None),
+            BatchFinish::RetryAt { at, error } => (BatchState::RetryWait, Some(*at), Some(error)),
+            BatchFinish::Dead { reason } => (BatchState::Dead, None, Some(reason)),
+        };
+        let done = q(
+            "UPDATE batches SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+               last_error = $3, acknowledged_at = $4, claim_token = NULL, lease_until = NULL, \
+               updated_at = $5 WHERE id = $6 AND claim_token = $7 AND state = 'in_flight'"
+                .to_owned(),
+        )
+        .bind(state.as_str())
+        .bind(next_at)
+        .bind(error.cloned())
+        .bind((state == BatchState::Acknowledged).then_some(now))
+        .bind(now)
+        .bind(id.as_str().to_owned())
+        .bind(token.as_str().to_owned())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::LostLease(id.to_string()));
+        }
+        let inquiry_state = match finish {
+            BatchFinish::Acknowledged => Some("delivered"),
+            BatchFinish::Dead { .. } => Some("failed"),
+            BatchFinish::RetryAt { .. } => None,
+        };
+        if let Some(to) = inquiry_state {
+            q("INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+               SELECT id, $1, 'batched', $2, $3 FROM inquiries WHERE batch_id = $4 AND state = 'batched'"
+                .to_owned())
+            .bind(now)
+            .bind(to)
+            .bind(error.cloned())
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+            q(
+                "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
+               WHERE batch_id = $4 AND state = 'batched'"
+                    .to_owned(),
+            )
+            .bind(to)
+            .bind(error.cloned())
+            .bind(now)
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn batch(&self, id: &BatchId) -> Result<Option<BatchRow>> {
+        let row = q(
+            "SELECT id, institution_code, state, inquiry_count, attempts, next_attempt_at, \
+               last_error FROM batches WHERE id = $1"
+                .to_owned(),
+        )
+        .bind(id.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(BatchRow {
+                id: BatchId::from_trusted(get_str(&r, "id")?),
+                institution: InstitutionCode::from_trusted(get_str(&r, "institution_code")?),
+                state: BatchState::parse(&get_str(&r, "state")?)?,
+                inquiry_count: get_i64(&r, "inquiry_count")?,
+                attempts: get_i64(&r, "attempts")?,
+                next_attempt_at: get_i64(&r, "next_attempt_at")?,
+                last_error: get_opt_str(&r, "last_error")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn queue_stats(&self) -> Result<QueueStats> {
+        let rows = q("SELECT state, COUNT(*) AS n FROM batches GROUP BY state".to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(QueueStats {
+            batches_by_state: rows
+                .iter()
+                .map(|r| Ok((BatchState::parse(&get_str(r, "state")?)?, get_i64(r, "n")?)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The time of the next scheduled attempt, so an idle dispatcher can
+    /// sleep until then instead of polling.
+    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+        let row = q("SELECT MIN(CASE WHEN state = 'in_flight' THEN lease_until ELSE next_attempt_at END) AS t \
+               FROM batches WHERE state IN ('sealed', 'retry_wait', 'in_flight')"
+            .to_owned())
+        .fetch_one(&self.pool)
+        .await?;
+        get_opt_i64(&row, "t")
+    }
+}
