@@ -1,6 +1,15 @@
 //! Shokai: an open deposit-inquiry gateway for Japanese welfare offices.
 //! See ARCHITECTURE.md for the map of the rooms below.
 
+pub mod admin;
+pub mod casework;
+pub mod delivery;
+pub mod demo;
 pub mod domain;
+pub mod gateway;
+pub mod http;
 pub mod iso20022;
+pub mod mockbank;
+pub mod pki;
 pub mod store;
+pub mod tls;

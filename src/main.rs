@@ -1,1 +1,354 @@
-fn main() {}
+//! The `shokai` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use shokai::casework::Role;
+use shokai::domain::state::Channel;
+use shokai::domain::zengin::InstitutionCode;
+use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
+use shokai::store::{DEFAULT_DATABASE_URL, Store, StoreConfig};
+use shokai::{admin, demo, mockbank, pki};
+
+#[derive(Parser)]
+#[command(
+    name = "shokai",
+    version,
+    about = "Deposit-inquiry gateway for welfare offices"
+)]
+struct Cli {
+    /// sqlite://FILE (the default, embedded) or postgres://USER@HOST/DB
+    #[arg(long, global = true, env = "SHOKAI_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: staff API, bank API and delivery engine.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        staff_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        bank_listen: SocketAddr,
+        /// A directory written by `shokai certs init` (or give the files below).
+        #[arg(long, default_value = "pki")]
+        pki_dir: PathBuf,
+        #[arg(long)]
+        server_cert: Option<PathBuf>,
+        #[arg(long)]
+        server_key: Option<PathBuf>,
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
+        #[arg(long)]
+        client_key: Option<PathBuf>,
+        #[arg(long)]
+        bank_client_ca: Option<PathBuf>,
+        /// A PEM file of CRLs for bank client certificates.
+        #[arg(long)]
+        crl: Option<PathBuf>,
+        /// Serve the APIs without delivering (another process delivers).
+        #[arg(long)]
+        no_engine: bool,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Run everything on this machine with mock banks and sample cases.
+    Demo {
+        /// Exit after the summary line instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+        #[arg(long, default_value = "shokai-demo")]
+        work_dir: PathBuf,
+        /// Where banks.csv and branches.csv are.
+        #[arg(long, default_value = "data/zengin")]
+        directory: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        subjects: usize,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        staff_listen: SocketAddr,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// The institution directory and delivery settings.
+    Institutions {
+        #[command(subcommand)]
+        command: InstitutionsCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run mock banks (for the demo, tests and bank engineers).
+    MockBanks(mockbank::Args),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write a CA, the gateway's certificates and a pair per bank into DIR.
+    Init {
+        dir: PathBuf,
+        /// Institution codes to make bank certificates for.
+        #[arg(long = "bank", default_values_t = ["0001".to_owned(), "0005".to_owned(), "0009".to_owned()])]
+        banks: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstitutionsCommand {
+    /// Load banks.csv (and branches.csv) in the zengin directory format.
+    Import {
+        banks: PathBuf,
+        branches: Option<PathBuf>,
+    },
+    /// Change the delivery settings of one institution.
+    Set {
+        code: String,
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// PEM file of the CA that issued the bank's server certificate.
+        #[arg(long)]
+        server_ca: Option<PathBuf>,
+        #[arg(long)]
+        max_batch_size: Option<i64>,
+        #[arg(long)]
+        max_in_flight: Option<i64>,
+        #[arg(long)]
+        batch_max_age_ms: Option<i64>,
+        #[arg(long)]
+        paused: Option<bool>,
+    },
+    /// Register the client certificate a bank uses on the bank API.
+    AddCert { code: String, cert: PathBuf },
+    /// Show one institution.
+    Show { code: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        office: String,
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOKAI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.json_logs);
+    shokai::tls::install_crypto_provider();
+    let db = StoreConfig::new(
+        cli.database_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+    );
+    match cli.command {
+        Command::Serve {
+            staff_listen,
+            bank_listen,
+            pki_dir,
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+            bank_client_ca,
+            crl,
+            no_engine,
+            workers,
+        } => {
+            let d = TlsFiles::from_pki_dir(&pki_dir);
+            let tls = TlsFiles {
+                server_cert: server_cert.unwrap_or(d.server_cert),
+                server_key: server_key.unwrap_or(d.server_key),
+                client_cert: client_cert.unwrap_or(d.client_cert),
+                client_key: client_key.unwrap_or(d.client_key),
+                bank_client_ca: bank_client_ca.unwrap_or(d.bank_client_ca),
+                crl,
+            };
+            let gateway = Gateway::start(GatewayConfig {
+                database: db,
+                staff_listen,
+                bank_listen,
+                tls,
+                workers,
+                run_engine: !no_engine,
+            })
+            .await?;
+            println!(
+                "shokai: staff API {} ; bank API https://{}/bank/v1",
+                gateway.api_url(),
+                gateway.bank_addr
+            );
+            shutdown_signal().await;
+            println!("shokai: stopping");
+            gateway.stop().await;
+        }
+        Command::Migrate => {
+            let store = Store::open(&db).await?;
+            println!(
+                "migrations applied: {:?}",
+                store.applied_migrations().await?
+            );
+        }
+        Command::Demo {
+            exit,
+            work_dir,
+            directory,
+            subjects,
+            staff_listen,
+            timeout_secs,
+        } => {
+            demo::run(demo::DemoConfig {
+                database_url: cli.database_url,
+                work_dir,
+                directory_dir: directory,
+                exit,
+                subjects,
+                staff_listen,
+                timeout: Duration::from_secs(timeout_secs),
+            })
+            .await?;
+        }
+        Command::Certs {
+            command: CertsCommand::Init { dir, banks },
+        } => {
+            pki::init(&dir, &banks)?;
+            println!("wrote a development PKI to {}", dir.display());
+        }
+        Command::Institutions { command } => {
+            institutions(&Store::open(&db).await?, command).await?
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    role,
+                    office,
+                    label,
+                },
+        } => {
+            let store = Store::open(&db).await?;
+            let token = admin::create_token(&store, Role::parse(&role)?, &office, &label).await?;
+            println!("{token}");
+        }
+        Command::MockBanks(args) => mockbank::run(args.into_config()?).await?,
+    }
+    Ok(())
+}
+
+async fn institutions(store: &Store, command: InstitutionsCommand) -> anyhow::Result<()> {
+    match command {
+        InstitutionsCommand::Import { banks, branches } => {
+            let (b, br) = admin::import_directory(store, &banks, branches.as_deref()).await?;
+            println!("imported {b} institutions and {br} branches");
+        }
+        InstitutionsCommand::Set {
+            code,
+            channel,
+            endpoint,
+            server_ca,
+            max_batch_size,
+            max_in_flight,
+            batch_max_age_ms,
+            paused,
+        } => {
+            let code = InstitutionCode::parse(&code)?;
+            let current = store
+                .institution(&code)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("institution {code} is not in the directory"))?;
+            let mut s = current.settings;
+            if let Some(c) = channel {
+                s.channel = Channel::parse(&c)?;
+            }
+            if let Some(e) = endpoint {
+                s.endpoint_url = Some(e);
+            }
+            if let Some(p) = server_ca {
+                s.server_ca_pem = Some(
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                );
+            }
+            s.max_batch_size = max_batch_size.unwrap_or(s.max_batch_size);
+            s.max_in_flight = max_in_flight.unwrap_or(s.max_in_flight);
+            s.batch_max_age_ms = batch_max_age_ms.unwrap_or(s.batch_max_age_ms);
+            s.paused = paused.unwrap_or(s.paused);
+            admin::set_institution(store, &code, &s).await?;
+            println!("updated institution {code}");
+        }
+        InstitutionsCommand::AddCert { code, cert } => {
+            let fp =
+                admin::add_bank_certificate(store, &InstitutionCode::parse(&code)?, &cert).await?;
+            println!("registered certificate {fp} for institution {code}");
+        }
+        InstitutionsCommand::Show { code } => {
+            let i = store
+                .institution(&InstitutionCode::parse(&code)?)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("institution {code} is not in the directory"))?;
+            let s = &i.settings;
+            println!("{} {} ({})", i.code, i.name, i.kana);
+            println!(
+                "  channel {} endpoint {} paused {}",
+                s.channel,
+                s.endpoint_url.as_deref().unwrap_or("-"),
+                s.paused
+            );
+            println!(
+                "  max batch {} in flight {} max age {} ms",
+                s.max_batch_size, s.max_in_flight, s.batch_max_age_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -190,7 +190,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for chunk in inquiries.chunks(500) {
-            let ids = placeholders(3, chunk.len());
+            let ids = placeholders(2, chunk.len());
             let mut events = q(format!(
                 "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
                  SELECT id, $1, 'queued', 'batched', $2 FROM inquiries \
@@ -213,7 +213,9 @@ impl Store {
             if done.rows_affected() != chunk.len() as u64 {
                 tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
-                    "some inquiries for batch {id} were no longer queued"
+                    "{} of {} inquiries for batch {id} were no longer queued",
+                    chunk.len() as u64 - done.rows_affected(),
+                    chunk.len()
                 )));
             }
         }

@@ -1,0 +1,105 @@
+//! Operator tasks shared by the CLI and the demo: tokens, the directory,
+//! institution settings and bank certificates.
+
+use std::path::Path;
+
+use rand::Rng;
+
+use crate::casework::Role;
+use crate::domain::zengin::{InstitutionCode, parse_banks_csv, parse_branches_csv};
+use crate::store::{InstitutionSettings, Store};
+use crate::tls::{fingerprint, load_certs};
+
+/// Creates an API token and returns it; only its hash is stored, so this is
+/// the one time it can be shown.
+pub async fn create_token(
+    store: &Store,
+    role: Role,
+    office: &str,
+    label: &str,
+) -> anyhow::Result<String> {
+    let bytes: [u8; 32] = rand::rng().random();
+    let token = format!("shk_{}", hex::encode(bytes));
+    store
+        .insert_token(
+            &crate::http::hash_token(&token),
+            label,
+            role.as_str(),
+            office,
+        )
+        .await?;
+    Ok(token)
+}
+
+pub async fn import_directory(
+    store: &Store,
+    banks: &Path,
+    branches: Option<&Path>,
+) -> anyhow::Result<(usize, usize)> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let banks = parse_banks_csv(&read(banks)?)?;
+    let branches = match branches {
+        Some(p) => parse_branches_csv(&read(p)?)?,
+        None => Vec::new(),
+    };
+    Ok(store.import_directory(&banks, &branches).await?)
+}
+
+/// Registers the certificate a bank presents on the bank API.
+pub async fn add_bank_certificate(
+    store: &Store,
+    code: &InstitutionCode,
+    cert: &Path,
+) -> anyhow::Result<String> {
+    let der = load_certs(cert)?
+        .into_iter()
+        .next()
+        .expect("load_certs returns at least one");
+    let fp = fingerprint(der.as_ref());
+    if store.institution(code).await?.is_none() {
+        anyhow::bail!("institution {code} is not in the directory; import it first");
+    }
+    store.add_bank_certificate(&fp, code).await?;
+    Ok(fp)
+}
+
+/// Checks settings before they are stored, so a bad endpoint fails here and
+/// not at 3 a.m. in the dispatcher.
+pub fn validate_settings(s: &InstitutionSettings) -> anyhow::Result<()> {
+    use crate::domain::state::Channel;
+    if s.channel == Channel::Push {
+        let url = s
+            .endpoint_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("a push institution needs an endpoint URL"))?;
+        if !url.starts_with("https://") {
+            anyhow::bail!("the endpoint URL must be https://");
+        }
+        let ca = s
+            .server_ca_pem
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("a push institution needs its server CA"))?;
+        crate::tls::parse_certs(ca, "server CA")?;
+    }
+    if !(1..=10_000).contains(&s.max_batch_size) {
+        anyhow::bail!("max batch size must be 1 to 10000");
+    }
+    if !(1..=64).contains(&s.max_in_flight) {
+        anyhow::bail!("max batches in flight must be 1 to 64");
+    }
+    if s.batch_max_age_ms < 0 {
+        anyhow::bail!("batch max age must not be negative");
+    }
+    Ok(())
+}
+
+pub async fn set_institution(
+    store: &Store,
+    code: &InstitutionCode,
+    s: &InstitutionSettings,
+) -> anyhow::Result<()> {
+    validate_settings(s)?;
+    store.update_institution_settings(code, s).await?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Casework services: filing cases and inquiry requests, and reading them
+//! back with least privilege (an office sees only its own cases).
+
+use chrono::NaiveDate;
+
+use crate::domain::DomainError;
+use crate::domain::ids::{CaseId, RequestId};
+use crate::domain::request::{NewCase, Request, RequestInput, SubjectInput};
+use crate::domain::time::{jst_date, now_millis};
+use crate::store::{CaseFile, CaseRecord, RequestInsert, RequestView, Store, StoreError};
+
+/// Who is acting: from an API token now, a session later.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: String,
+    pub role: Role,
+    pub office: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Caseworker,
+    Supervisor,
+    Admin,
+    Auditor,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Result<Role, DomainError> {
+        Ok(match raw {
+            "caseworker" => Role::Caseworker,
+            "supervisor" => Role::Supervisor,
+            "admin" => Role::Admin,
+            "auditor" => Role::Auditor,
+            _ => {
+                return Err(DomainError::new(
+                    "invalid_role",
+                    format!("role '{raw}' is not caseworker, supervisor, admin or auditor"),
+                ));
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Caseworker => "caseworker",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn can_file(self) -> bool {
+        matches!(self, Role::Caseworker | Role::Supervisor | Role::Admin)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaseworkError {
+    #[error("{0}")]
+    Invalid(#[from] DomainError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    IdempotencyConflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for CaseworkError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => CaseworkError::NotFound(what),
+            other => CaseworkError::Store(other),
+        }
+    }
+}
+
+pub fn today() -> NaiveDate {
+    jst_date(now_millis())
+}
+
+fn check_office(actor: &Actor, office: &str, what: &str) -> Result<(), CaseworkError> {
+    if actor.office == office || actor.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(CaseworkError::Forbidden(format!(
+            "{what} belongs to another office"
+        )))
+    }
+}
+
+fn check_can_file(actor: &Actor) -> Result<(), CaseworkError> {
+    if actor.role.can_file() {
+        Ok(())
+    } else {
+        Err(CaseworkError::Forbidden(format!(
+            "role {} cannot file cases or requests",
+            actor.role.as_str()
+        )))
+    }
+}
+
+pub async fn create_case(
+    store: &Store,
+    actor: &Actor,
+    case_number: &str,
+    subjects: Vec<SubjectInput>,
+) -> Result<CaseRecord, CaseworkError> {
+    check_can_file(actor)?;
+    let case = NewCase::validate(&actor.office, case_number, subjects, today())?;
+    store.insert_case(&case, &actor.id).await?;
+    read_case(store, actor, &case.id).await
+}
+
+pub async fn read_case(
+    store: &Store,
+    actor: &Actor,
+    id: &CaseId,
+) -> Result<CaseRecord, CaseworkError> {
+    let case = store
+        .case(id)
+        .await?
+        .ok_or_else(|| CaseworkError::NotFound(format!("case {id}")))?;
+    check_office(actor, &case.office, "the case")?;
+    Ok(case)
+}
+
+pub enum Submitted {
+    Created(RequestView),
+    Replayed(RequestView),
+}
+
+/// Files a request. With an idempotency key, the same key and body give
+/// back the first result; the same key with another body is a conflict.
+pub async fn submit_request(
+    store: &Store,
+    actor: &Actor,
+    case_id: &CaseId,
+    input: RequestInput,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Submitted, CaseworkError> {
+    check_can_file(actor)?;
+    if let Some((key, hash)) = idempotency
+        && let Some(replayed) = replay(store, actor, key, hash).await?
+    {
+        return Ok(replayed);
+    }
+    let case = read_case(store, actor, case_id).await?;
+    let subject_ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
+    let codes: Vec<_> = input
+        .targets
+        .iter()
+        .map(|t| t.institution.clone())
+        .collect();
+    let request = Request::validate(case_id, &subject_ids, input, today())?;
+    if let Some(code) = store.unknown_institutions(&codes).await?.first() {
+        return Err(DomainError::new(
+            "unknown_institution",
+            format!("institution {code} is not in the zengin directory"),
+        )
+        .into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for inq in &request.inquiries {
+        let t = &inq.target;
+        if t.branches.is_empty() || !seen.insert(t.institution.clone()) {
+            continue;
+        }
+        if let Some(b) = store
+            .unknown_branches(&t.institution, &t.branches)
+            .await?
+            .first()
+        {
+            return Err(DomainError::new(
+                "unknown_branch",
+                format!("institution {} has no branch {b}", t.institution),
+            )
+            .into());
+        }
+    }
+    match store.insert_request(&request, &actor.id, idempotency).await {
+        Ok(RequestInsert::Created(id)) => {
+            Ok(Submitted::Created(read_request(store, actor, &id).await?))
+        }
+        Ok(RequestInsert::Replayed(id)) => {
+            Ok(Submitted::Replayed(read_request(store, actor, &id).await?))
+        }
+        Err(StoreError::Conflict(m)) => Err(CaseworkError::IdempotencyConflict(m)),
+        Err(e) if e.is_unique_violation() => {
+            // Two submissions with one key raced: the loser answers with the
+            // winner's result.
+            let (key, hash) = idempotency.ok_or(CaseworkError::Store(e))?;
+            replay(store, actor, key, hash)
+                .await?
+                .ok_or_else(|| CaseworkError::NotFound(format!("request for key {key}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn replay(
+    store: &Store,
+    actor: &Actor,
+    key: &str,
+    hash: &str,
+) -> Result<Option<Submitted>, CaseworkError> {
+    let Some((id, stored_hash)) = store.request_by_idempotency_key(&actor.id, key).await? else {
+        return Ok(None);
+    };
+    if stored_hash != hash {
+        return Err(CaseworkError::IdempotencyConflict(format!(
+            "Idempotency-Key '{key}' was already used with a different body"
+        )));
+    }
+    Ok(Some(Submitted::Replayed(
+        read_request(store, actor, &id).await?,
+    )))
+}
+
+pub async fn read_request(
+    store: &Store,
+    actor: &Actor,
+    id: &RequestId,
+) -> Result<RequestView, CaseworkError> {
+    let view = store
+        .request(id)
+        .await?
+        .ok_or_else(|| CaseworkError::NotFound(format!("request {id}")))?;
+    read_case(store, actor, &view.case_id).await?;
+    Ok(view)
+}
+
+pub async fn case_file(
+    store: &Store,
+    actor: &Actor,
+    id: &CaseId,
+) -> Result<CaseFile, CaseworkError> {
+    read_case(store, actor, id).await?;
+    store
+        .case_file(id)
+        .await?
+        .ok_or_else(|| CaseworkError::NotFound(format!("case {id}")))
+}

@@ -1,0 +1,132 @@
+//! The bank client: one keep-alive HTTPS client per institution, presenting
+//! the office's certificate and trusting only that institution's CA.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::store::ClaimedBatch;
+use crate::tls::{Identity, mtls_client_config, parse_certs};
+
+#[derive(Debug)]
+pub struct SendOutcome {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub enum SendError {
+    /// Connect errors, timeouts, TLS failures: worth another try.
+    Transport(String),
+    /// The institution cannot be reached as configured: no retry helps.
+    Configuration(String),
+}
+
+#[derive(Clone)]
+pub struct BankClients {
+    identity: Identity,
+    timeout: Duration,
+    /// Keyed by institution and its CA, so a changed CA builds a new client.
+    clients: Arc<Mutex<HashMap<(String, String), reqwest::Client>>>,
+}
+
+/// The largest receipt we read: receipts are a few hundred bytes.
+const MAX_RECEIPT_BYTES: usize = 64 * 1024;
+
+impl BankClients {
+    pub fn new(identity: Identity, timeout: Duration) -> Self {
+        Self {
+            identity,
+            timeout,
+            clients: Arc::default(),
+        }
+    }
+
+    async fn client(&self, institution: &str, ca_pem: &str) -> Result<reqwest::Client, SendError> {
+        let key = (institution.to_owned(), ca_pem.to_owned());
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let cas = parse_certs(ca_pem, "institution server CA")
+            .map_err(|e| SendError::Configuration(e.to_string()))?;
+        let tls = mtls_client_config(&cas, self.identity.chain.clone(), self.identity.key())
+            .map_err(|e| SendError::Configuration(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(self.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .no_proxy()
+            .build()
+            .map_err(|e| SendError::Configuration(format!("HTTP client: {e}")))?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    pub async fn send(&self, batch: &ClaimedBatch) -> Result<SendOutcome, SendError> {
+        let (Some(url), Some(ca)) = (&batch.endpoint_url, &batch.server_ca_pem) else {
+            return Err(SendError::Configuration(format!(
+                "institution {} has no endpoint URL or server CA configured",
+                batch.institution
+            )));
+        };
+        let client = self.client(batch.institution.as_str(), ca).await?;
+        let response = client
+            .post(url)
+            .header("content-type", "application/xml")
+            .header("x-shokai-batch-id", batch.id.as_str())
+            .body(batch.payload.clone())
+            .send()
+            .await
+            .map_err(|e| SendError::Transport(describe(&e)))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| SendError::Transport(describe(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_RECEIPT_BYTES {
+                return Err(SendError::Transport(
+                    "the receipt is larger than 64 KiB".into(),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(SendOutcome {
+            status,
+            body,
+            retry_after,
+        })
+    }
+}
+
+/// The whole error chain: reqwest's top line alone hides TLS causes.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

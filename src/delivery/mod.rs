@@ -1,0 +1,331 @@
+//! The delivery engine: the batcher seals queued inquiries into batches per
+//! institution; the dispatcher claims due batches under a lease, sends them
+//! over mutual TLS and records the outcome. All state is in the store, so a
+//! restart resumes where the last process stopped.
+
+mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Notify, watch};
+
+use crate::domain::ids::BatchId;
+use crate::domain::retry::{FailureClass, RetryDecision, RetryPolicy};
+use crate::domain::time::now_millis;
+use crate::iso20022;
+use crate::store::{AttemptRecord, BatchFinish, ClaimedBatch, Store, StoreError};
+use crate::tls::Identity;
+
+pub use client::{BankClients, SendError, SendOutcome};
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub lease: Duration,
+    pub request_timeout: Duration,
+    pub poll_interval: Duration,
+    /// Batches claimed per dispatcher round.
+    pub claim_limit: usize,
+    pub retry: RetryPolicy,
+    /// The certificate the office presents to banks.
+    pub client_identity: Identity,
+}
+
+impl EngineConfig {
+    pub fn new(client_identity: Identity) -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            claim_limit: 32,
+            retry: RetryPolicy::default(),
+            client_identity,
+        }
+    }
+}
+
+/// Handle to the running engine; dropping it does not stop it, `stop` does.
+pub struct Engine {
+    shutdown: watch::Sender<bool>,
+    wake: Arc<Notify>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Engine {
+    /// `wake` is shared with whoever files work (the API), so new inquiries
+    /// are batched at once instead of at the next poll.
+    pub fn start(store: Store, config: EngineConfig, wake: Arc<Notify>) -> Engine {
+        let (shutdown, rx) = watch::channel(false);
+        let clients = BankClients::new(config.client_identity.clone(), config.request_timeout);
+        let batcher = tokio::spawn(run_batcher(
+            store.clone(),
+            config.clone(),
+            rx.clone(),
+            wake.clone(),
+        ));
+        let dispatcher = tokio::spawn(run_dispatcher(store, config, clients, rx, wake.clone()));
+        Engine {
+            shutdown,
+            wake,
+            tasks: vec![batcher, dispatcher],
+        }
+    }
+
+    /// Asks the batcher and dispatcher to look for work now.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>, wake: &Notify) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = wake.notified() => false,
+        _ = stop.changed() => true,
+    }
+}
+
+async fn run_batcher(
+    store: Store,
+    config: EngineConfig,
+    mut stop: watch::Receiver<bool>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        match seal_due_batches(&store, now_millis()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(batches = n, "sealed batches");
+                wake.notify_waiters();
+            }
+            Err(e) => tracing::warn!(error = %e, code = e.code(), "batcher round failed"),
+        }
+        if *stop.borrow() || sleep_or_stop(config.poll_interval, &mut stop, &wake).await {
+            return;
+        }
+    }
+}
+
+/// One batcher round: for every institution with queued inquiries, seals
+/// full batches, and a last partial one once its oldest inquiry is old enough.
+pub async fn seal_due_batches(store: &Store, now: i64) -> Result<usize, StoreError> {
+    let mut sealed = 0;
+    for inst in store.queued_institutions().await? {
+        let size = inst.max_batch_size.max(1);
+        let mut remaining = inst.queued;
+        let old_enough = now - inst.oldest_created_at >= inst.batch_max_age_ms;
+        while remaining >= size || (remaining > 0 && old_enough) {
+            let items = store.queued_for_batch(&inst.code, size).await?;
+            if items.is_empty() {
+                break;
+            }
+            let id = BatchId::generate();
+            let payload = iso20022::encode_inquiry_batch(&id, &inst.code, now, &items);
+            let ids: Vec<_> = items.iter().map(|i| i.id.clone()).collect();
+            match store
+                .create_batch(&id, &inst.code, &ids, &payload, now)
+                .await
+            {
+                Ok(()) => sealed += 1,
+                // Another batcher took some of them; the next round retries.
+                Err(StoreError::Conflict(why)) => {
+                    tracing::debug!(institution = %inst.code, why, "batch not sealed");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            remaining -= ids.len() as i64;
+        }
+    }
+    Ok(sealed)
+}
+
+async fn run_dispatcher(
+    store: Store,
+    config: EngineConfig,
+    clients: BankClients,
+    mut stop: watch::Receiver<bool>,
+    wake: Arc<Notify>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let room = config.claim_limit.saturating_sub(tasks.len());
+        if room > 0 {
+            match store
+                .claim_due_batches(now_millis(), config.lease.as_millis() as i64, room)
+                .await
+            {
+                Ok(claimed) => {
+                    for batch in claimed {
+                        let (store, config, clients, wake) =
+                            (store.clone(), config.clone(), clients.clone(), wake.clone());
+                        tasks.spawn(async move {
+                            deliver(&store, &config, &clients, batch).await;
+                            wake.notify_waiters();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, code = e.code(), "claim failed"),
+            }
+        }
+        if *stop.borrow() || sleep_or_stop(config.poll_interval, &mut stop, &wake).await {
+            // Let deliveries under way finish: their outcome is recorded, and
+            // anything cut short is reclaimed by lease expiry after a restart.
+            while tasks.join_next().await.is_some() {}
+            return;
+        }
+    }
+}
+
+/// Sends one claimed batch and records the attempt and its outcome.
+pub async fn deliver(
+    store: &Store,
+    config: &EngineConfig,
+    clients: &BankClients,
+    batch: ClaimedBatch,
+) {
+    let started_at = now_millis();
+    let result = clients.send(&batch).await;
+    let ended_at = now_millis();
+    let (finish, outcome, status, error) = judge(&batch, result, config, ended_at);
+    let record = AttemptRecord {
+        batch_id: batch.id.clone(),
+        attempt_no: batch.attempt,
+        token: batch.token.clone(),
+        started_at,
+        ended_at,
+        outcome: outcome.to_owned(),
+        http_status: status.map(i64::from),
+        error: error.clone(),
+    };
+    if let Err(e) = store.record_attempt(&record).await {
+        tracing::error!(batch = %batch.id, error = %e, "could not record the delivery attempt");
+    }
+    match store
+        .finish_batch(&batch.id, &batch.token, &finish, ended_at)
+        .await
+    {
+        Ok(()) => tracing::info!(
+            batch = %batch.id,
+            institution = %batch.institution,
+            attempt = batch.attempt,
+            outcome,
+            status,
+            error = error.as_deref().unwrap_or(""),
+            "delivery attempt"
+        ),
+        Err(StoreError::LostLease(_)) => {
+            tracing::warn!(batch = %batch.id, "lost the lease while delivering; another worker owns the batch")
+        }
+        Err(e) => {
+            tracing::error!(batch = %batch.id, error = %e, "could not record the batch outcome")
+        }
+    }
+}
+
+type Judgement = (BatchFinish, &'static str, Option<u16>, Option<String>);
+
+fn judge(
+    batch: &ClaimedBatch,
+    result: Result<SendOutcome, SendError>,
+    config: &EngineConfig,
+    now: i64,
+) -> Judgement {
+    let retry = |error: String, retry_after: Option<Duration>, status: Option<u16>| -> Judgement {
+        let elapsed = Duration::from_millis((now - batch.first_attempt_at).max(0) as u64);
+        let jitter: f64 = rand::rng().random();
+        match config
+            .retry
+            .after_failure(batch.attempt as u32, jitter, retry_after, elapsed)
+        {
+            RetryDecision::RetryAfter(d) => (
+                BatchFinish::RetryAt {
+                    at: now + d.as_millis() as i64,
+                    error: error.clone(),
+                },
+                "retryable",
+                status,
+                Some(error),
+            ),
+            RetryDecision::GiveUp => (
+                BatchFinish::Dead {
+                    reason: format!("gave up after {} attempts: {error}", batch.attempt),
+                },
+                "retryable",
+                status,
+                Some(error),
+            ),
+        }
+    };
+    match result {
+        Err(SendError::Transport(msg)) => retry(msg, None, None),
+        Err(SendError::Configuration(msg)) => (
+            BatchFinish::Dead {
+                reason: msg.clone(),
+            },
+            "permanent",
+            None,
+            Some(msg),
+        ),
+        Ok(SendOutcome {
+            status,
+            body,
+            retry_after,
+        }) => {
+            if status != 200 {
+                let error = format!("HTTP {status}");
+                return match FailureClass::of_http_status(status) {
+                    FailureClass::Retryable => retry(error, retry_after, Some(status)),
+                    FailureClass::Permanent => (
+                        BatchFinish::Dead {
+                            reason: format!("the bank refused the batch: {error}"),
+                        },
+                        "permanent",
+                        Some(status),
+                        Some(error),
+                    ),
+                };
+            }
+            match iso20022::decode_batch_receipt(&body) {
+                Ok(r) if r.batch_id != batch.id.as_str() => retry(
+                    format!("receipt names batch {} instead of {}", r.batch_id, batch.id),
+                    None,
+                    Some(status),
+                ),
+                Ok(r) if r.accepted => (
+                    BatchFinish::Acknowledged,
+                    "acknowledged",
+                    Some(status),
+                    None,
+                ),
+                Ok(r) => {
+                    let reason = format!(
+                        "rejected by the bank: {} {}",
+                        r.reason_code.unwrap_or_default(),
+                        r.reason_text.unwrap_or_default()
+                    );
+                    (
+                        BatchFinish::Dead {
+                            reason: reason.clone(),
+                        },
+                        "rejected",
+                        Some(status),
+                        Some(reason),
+                    )
+                }
+                // A garbled receipt is the bank's glitch: the batch is resent
+                // with the same id, which the bank de-duplicates.
+                Err(e) => retry(format!("unreadable receipt: {e}"), None, Some(status)),
+            }
+        }
+    }
+}

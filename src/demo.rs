@@ -1,0 +1,327 @@
+//! `shokai demo`: the whole path on one machine with no setup. A dev PKI,
+//! the zengin directory, three mock banks as child processes, sample cases
+//! filed through the real staff API, and a summary once every inquiry is
+//! final.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::admin;
+use crate::casework::{Role, today};
+use crate::domain::ids::RequestId;
+use crate::domain::state::{Channel, InquiryState};
+use crate::domain::zengin::InstitutionCode;
+use crate::gateway::{Gateway, GatewayConfig, TlsFiles};
+use crate::pki;
+use crate::store::{InstitutionSettings, StoreConfig};
+
+pub struct DemoConfig {
+    pub database_url: Option<String>,
+    pub work_dir: PathBuf,
+    pub directory_dir: PathBuf,
+    pub exit: bool,
+    pub subjects: usize,
+    pub staff_listen: SocketAddr,
+    pub timeout: Duration,
+}
+
+const DEMO_BANKS: &[&str] = &["0001", "0005", "0009"];
+const OFFICE: &str = "131016";
+
+const FAMILY: &[(&str, &str)] = &[
+    ("ヤマダ", "山田"),
+    ("スズキ", "鈴木"),
+    ("タカハシ", "高橋"),
+    ("タナカ", "田中"),
+    ("ワタナベ", "渡辺"),
+    ("イトウ", "伊藤"),
+    ("ナカムラ", "中村"),
+    ("コバヤシ", "小林"),
+    ("カトウ", "加藤"),
+    ("ヨシダ", "吉田"),
+    ("サトウ", "佐藤"),
+    ("マツモト", "松本"),
+    ("イノウエ", "井上"),
+    ("キムラ", "木村"),
+];
+const GIVEN: &[(&str, &str)] = &[
+    ("タロウ", "太郎"),
+    ("ハナコ", "花子"),
+    ("ショウタ", "翔太"),
+    ("キョウコ", "京子"),
+    ("ユウキ", "勇気"),
+    ("ジロウ", "次郎"),
+    ("サクラ", "さくら"),
+    ("リョウ", "亮"),
+    ("メグミ", "恵"),
+    ("ダイスケ", "大輔"),
+    ("ミユキ", "美幸"),
+];
+
+/// Starts `shokai mock-banks` as a child process and waits for its ports.
+async fn start_mock_banks(
+    pki_dir: &Path,
+    gateway_url: &str,
+) -> anyhow::Result<(Child, Vec<(String, String)>)> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("mock-banks")
+        .arg("--pki-dir")
+        .arg(pki_dir)
+        .arg("--gateway-url")
+        .arg(gateway_url)
+        .arg("--answer-delay-ms")
+        .arg("300");
+    for code in DEMO_BANKS {
+        cmd.arg("--bank").arg(format!("{code}=127.0.0.1:0"));
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the mock banks")?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut endpoints = Vec::new();
+    let wait = async {
+        while let Some(line) = lines.next_line().await? {
+            if line == "mock-banks ready" {
+                return Ok::<_, anyhow::Error>(());
+            }
+            if let Some(rest) = line.strip_prefix("mock-bank ")
+                && let Some((code, url)) = rest.split_once(' ')
+            {
+                endpoints.push((code.to_owned(), url.to_owned()));
+            }
+        }
+        anyhow::bail!("the mock banks exited before they were ready")
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .context("waiting for the mock banks")??;
+    Ok((child, endpoints))
+}
+
+async fn api(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+    key: Option<String>,
+) -> anyhow::Result<Value> {
+    let mut req = client.request(method, &url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    if !status.is_success() {
+        anyhow::bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.work_dir)?;
+    let pki_dir = config.work_dir.join("pki");
+    let codes: Vec<String> = DEMO_BANKS.iter().map(|s| (*s).to_owned()).collect();
+    pki::init(&pki_dir, &codes)?;
+    let database_url = match &config.database_url {
+        Some(u) => u.clone(),
+        None => {
+            let file = config.work_dir.join("demo.db");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+            format!("sqlite://{}", file.display())
+        }
+    };
+    println!("demo: database {}", redact(&database_url));
+    let gateway = Gateway::start(GatewayConfig {
+        database: StoreConfig::new(database_url),
+        staff_listen: config.staff_listen,
+        bank_listen: "127.0.0.1:0".parse()?,
+        tls: TlsFiles::from_pki_dir(&pki_dir),
+        workers: 2,
+        run_engine: true,
+    })
+    .await?;
+    let store = gateway.store.clone();
+    let banks = config.directory_dir.join("banks.csv");
+    let branches = config.directory_dir.join("branches.csv");
+    let (n_banks, n_branches) = admin::import_directory(&store, &banks, Some(&branches))
+        .await
+        .with_context(|| {
+            format!(
+                "importing the zengin directory from {}",
+                config.directory_dir.display()
+            )
+        })?;
+    println!("demo: imported {n_banks} institutions and {n_branches} branches");
+
+    let (mut child, endpoints) = start_mock_banks(&pki_dir, &gateway.answers_url()).await?;
+    let ca_pem = std::fs::read_to_string(pki::PkiLayout::new(&pki_dir).ca_cert())?;
+    for (code, url) in &endpoints {
+        let code = InstitutionCode::parse(code)?;
+        admin::set_institution(
+            &store,
+            &code,
+            &InstitutionSettings {
+                channel: Channel::Push,
+                endpoint_url: Some(url.clone()),
+                server_ca_pem: Some(ca_pem.clone()),
+                max_batch_size: 20,
+                max_in_flight: 2,
+                batch_max_age_ms: 500,
+                paused: false,
+            },
+        )
+        .await?;
+        let (cert, _) = pki::PkiLayout::new(&pki_dir).bank_client(code.as_str());
+        admin::add_bank_certificate(&store, &code, &cert).await?;
+        println!("demo: mock bank {code} at {url}");
+    }
+
+    let token = admin::create_token(&store, Role::Caseworker, OFFICE, "demo").await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let base = gateway.api_url();
+    let due = today() + chrono::Days::new(14);
+    let mut request_ids = Vec::new();
+    let mut filed = 0usize;
+    let mut case_no = 0;
+    while filed < config.subjects {
+        case_no += 1;
+        let size = 1 + case_no % 3;
+        let subjects: Vec<Value> = (0..size.min(config.subjects - filed))
+            .map(|k| {
+                let i = filed + k;
+                let (fk, fj) = FAMILY[case_no % FAMILY.len()];
+                let (gk, gj) = GIVEN[(i * 7) % GIVEN.len()];
+                json!({
+                    "kana_name": format!("{fk} {gk}"),
+                    "kanji_name": format!("{fj} {gj}"),
+                    "birth_date": format!("{}-{:02}-{:02}", 1950 + (i * 13) % 55, 1 + i % 12, 1 + (i * 5) % 28),
+                    "postal_code": "160-0022",
+                    "address": format!("東京都新宿区新宿{}丁目{}番", 1 + i % 6, 1 + i % 20),
+                })
+            })
+            .collect();
+        filed += subjects.len();
+        let case = api(
+            &http,
+            reqwest::Method::POST,
+            format!("{base}/cases"),
+            &token,
+            Some(json!({"case_number": format!("DEMO-{case_no:04}"), "subjects": subjects})),
+            None,
+        )
+        .await?;
+        let with_tx = case_no % 4 == 0;
+        let mut kinds = vec!["existence", "balance"];
+        let mut body = json!({
+            "case_id": case["id"],
+            "institutions": DEMO_BANKS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
+            "due_date": due.to_string(),
+            "purpose": "生活保護申請に係る資産調査",
+        });
+        if with_tx {
+            kinds.push("transactions");
+            body["period"] = json!({"from": (today() - chrono::Days::new(180)).to_string(), "to": today().to_string()});
+        }
+        body["kinds"] = json!(kinds);
+        let req = api(
+            &http,
+            reqwest::Method::POST,
+            format!("{base}/requests"),
+            &token,
+            Some(body),
+            Some(format!("demo-{}", case["id"].as_str().unwrap_or_default())),
+        )
+        .await?;
+        request_ids.push(RequestId::parse(req["id"].as_str().unwrap_or_default())?);
+    }
+    let total: usize = (filed) * DEMO_BANKS.len();
+    println!(
+        "demo: filed {} requests with {total} inquiries for {filed} people",
+        request_ids.len()
+    );
+
+    let started = Instant::now();
+    let summary = loop {
+        let mut counts = std::collections::HashMap::<InquiryState, usize>::new();
+        for id in &request_ids {
+            if let Some(view) = store.request(id).await? {
+                for i in view.inquiries {
+                    *counts.entry(i.state).or_default() += 1;
+                }
+            }
+        }
+        let get = |s| counts.get(&s).copied().unwrap_or(0);
+        let done: usize = counts
+            .iter()
+            .filter(|(s, _)| s.is_final())
+            .map(|(_, n)| n)
+            .sum();
+        println!(
+            "demo: {done}/{total} final — queued {}, batched {}, delivered {}, answered {}, not found {}, refused {}, failed {}",
+            get(InquiryState::Queued),
+            get(InquiryState::Batched),
+            get(InquiryState::Delivered),
+            get(InquiryState::Answered),
+            get(InquiryState::NotFound),
+            get(InquiryState::Refused),
+            get(InquiryState::Failed)
+        );
+        if done >= total {
+            break format!(
+                "demo: {total} inquiries, {} answered, {} not_found, {} failed",
+                get(InquiryState::Answered),
+                get(InquiryState::NotFound),
+                get(InquiryState::Failed)
+            );
+        }
+        if started.elapsed() > config.timeout {
+            let _ = child.kill().await;
+            gateway.stop().await;
+            anyhow::bail!(
+                "not every inquiry reached a final state within {:?}",
+                config.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    println!("{summary}");
+    if !config.exit {
+        println!("demo: staff API at {base} — try:");
+        println!(
+            "  curl -H 'Authorization: Bearer {token}' {base}/requests/{}",
+            request_ids[0]
+        );
+        println!("demo: serving until Ctrl-C");
+        tokio::signal::ctrl_c().await?;
+    }
+    let _ = child.kill().await;
+    let _ = child.wait().await;
+    gateway.stop().await;
+    Ok(())
+}
+
+/// Keeps passwords in database URLs out of the terminal.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,123 @@
+//! Assembles a running gateway: store, delivery engine and both listeners.
+//! `shokai serve`, `shokai demo` and the tests all start it this way.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::delivery::{Engine, EngineConfig};
+use crate::http::{self, AppState, Servers};
+use crate::store::{Store, StoreConfig};
+use crate::tls::{Identity, load_certs, load_crls, mtls_server_config};
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The bank listener's server certificate and key.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// The certificate and key presented to banks.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// CA(s) that issue the banks' client certificates.
+    pub bank_client_ca: PathBuf,
+    pub crl: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The layout `shokai certs init` writes.
+    pub fn from_pki_dir(dir: &std::path::Path) -> Self {
+        let pki = crate::pki::PkiLayout::new(dir);
+        let (server_cert, server_key) = pki.gateway_server();
+        let (client_cert, client_key) = pki.gateway_client();
+        Self {
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+            bank_client_ca: pki.ca_cert(),
+            crl: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub database: StoreConfig,
+    pub staff_listen: SocketAddr,
+    pub bank_listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub workers: usize,
+    pub run_engine: bool,
+}
+
+pub struct Gateway {
+    pub store: Store,
+    pub staff_addr: SocketAddr,
+    pub bank_addr: SocketAddr,
+    engine: Option<Engine>,
+    servers: Servers,
+}
+
+impl Gateway {
+    pub async fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
+        crate::tls::install_crypto_provider();
+        let store = Store::open(&config.database).await?;
+        let t = &config.tls;
+        let server = Identity::load(&t.server_cert, &t.server_key)?;
+        let crls = t
+            .crl
+            .as_deref()
+            .map(load_crls)
+            .transpose()?
+            .unwrap_or_default();
+        let bank_tls = mtls_server_config(
+            server.chain.clone(),
+            server.key(),
+            &load_certs(&t.bank_client_ca)?,
+            crls,
+        )?;
+        let client = Identity::load(&t.client_cert, &t.client_key)?;
+        let wake = Arc::new(Notify::new());
+        let engine = config
+            .run_engine
+            .then(|| Engine::start(store.clone(), EngineConfig::new(client), wake.clone()));
+        let servers = http::start(
+            AppState {
+                store: store.clone(),
+                wake,
+            },
+            http::ServerConfig {
+                staff_listen: config.staff_listen,
+                bank_listen: config.bank_listen,
+                bank_tls,
+                workers: config.workers,
+            },
+        )?;
+        Ok(Gateway {
+            store,
+            staff_addr: servers.staff_addr,
+            bank_addr: servers.bank_addr,
+            engine,
+            servers,
+        })
+    }
+
+    pub fn answers_url(&self) -> String {
+        format!("https://{}/bank/v1/answers", self.bank_addr)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v1", self.staff_addr)
+    }
+
+    /// Stops taking requests, lets deliveries under way finish, closes the store.
+    pub async fn stop(self) {
+        self.servers.stop().await;
+        if let Some(engine) = self.engine {
+            engine.stop().await;
+        }
+        self.store.close().await;
+    }
+}

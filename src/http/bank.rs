@@ -1,0 +1,192 @@
+//! The bank API, `/bank/v1`, on its own mutual-TLS listener. The client
+//! certificate names the institution; a bank sees and answers only its own
+//! inquiries. Bodies and replies are our ISO 20022 profile's XML.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+
+use super::{AppState, PeerCertificate};
+use crate::domain::time::now_millis;
+use crate::domain::zengin::InstitutionCode;
+use crate::iso20022::{self, AnswerBatchReceipt, AnswerResult, AnswerStatus, Limits};
+use crate::store::ApplyOutcome;
+use crate::tls::fingerprint;
+
+pub const MAX_ANSWER_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/bank/v1/answers", web::post().to(post_answers))
+        .default_service(web::to(|| async { HttpResponse::NotFound().finish() }));
+}
+
+fn xml(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/xml; charset=utf-8")
+        .body(body)
+}
+
+fn refuse(status: StatusCode, batch_id: &str, code: &str, text: &str) -> HttpResponse {
+    tracing::warn!(
+        status = status.as_u16(),
+        reason = code,
+        detail = text,
+        "answer batch refused"
+    );
+    xml(
+        status,
+        iso20022::encode_answer_batch_receipt(&AnswerBatchReceipt {
+            batch_id: if batch_id.is_empty() {
+                "-".into()
+            } else {
+                batch_id.into()
+            },
+            rejection: Some((code.to_owned(), text.to_owned())),
+            results: Vec::new(),
+        }),
+    )
+}
+
+/// The institution behind this connection's client certificate.
+async fn institution(req: &HttpRequest, state: &AppState) -> Result<InstitutionCode, HttpResponse> {
+    let Some(cert) = req.conn_data::<PeerCertificate>() else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "",
+            "AUTH",
+            "a client certificate is required",
+        ));
+    };
+    match state
+        .store
+        .institution_for_certificate(&fingerprint(&cert.0))
+        .await
+    {
+        Ok(Some(code)) => Ok(code),
+        Ok(None) => Err(refuse(
+            StatusCode::FORBIDDEN,
+            "",
+            "AUTH",
+            "this client certificate is not registered for any institution",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "certificate lookup failed");
+            Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "TEMP",
+                "try again later",
+            ))
+        }
+    }
+}
+
+async fn read_capped(mut payload: web::Payload, cap: usize) -> Result<Vec<u8>, HttpResponse> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "",
+                "FRMT",
+                &format!("reading the body: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > cap {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "",
+                "SIZE",
+                &format!("the body is larger than {cap} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn post_answers(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let institution = match institution(&req, &state).await {
+        Ok(code) => code,
+        Err(resp) => return resp,
+    };
+    let body = match read_capped(payload, MAX_ANSWER_BATCH_BYTES).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let limits = Limits {
+        max_bytes: MAX_ANSWER_BATCH_BYTES,
+        ..Limits::default()
+    };
+    let batch = match iso20022::decode_answer_batch(&body, &limits) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "", e.reason_code(), &e.to_string()),
+    };
+    if batch.institution != institution {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &batch.batch_id,
+            "INST",
+            &format!(
+                "the batch names institution {} but the certificate is {institution}'s",
+                batch.institution
+            ),
+        );
+    }
+    let now = now_millis();
+    let mut results = Vec::with_capacity(batch.items.len());
+    for item in batch.items {
+        let result = match item {
+            Err(e) => AnswerResult {
+                response_id: e.response_id,
+                inquiry_id: e.inquiry_id,
+                status: AnswerStatus::Rejected {
+                    reason_code: e.error.reason_code().to_owned(),
+                    reason_text: e.error.to_string(),
+                },
+            },
+            Ok(answer) => {
+                let status = match state.store.apply_answer(&institution, &answer, now).await {
+                    Ok(ApplyOutcome::Accepted { .. }) => AnswerStatus::Accepted,
+                    Ok(ApplyOutcome::Duplicate) => AnswerStatus::Duplicate,
+                    Ok(ApplyOutcome::Rejected { code, reason }) => AnswerStatus::Rejected {
+                        reason_code: iso20022::answer_reason_code(code).to_owned(),
+                        reason_text: format!("{code}: {reason}"),
+                    },
+                    Err(e) => {
+                        // Not applied: the bank resends it, and the store's
+                        // idempotence makes that safe.
+                        tracing::error!(error = %e, inquiry = %answer.inquiry_id, "applying an answer failed");
+                        AnswerStatus::Rejected {
+                            reason_code: "TEMP".into(),
+                            reason_text: "try again later".into(),
+                        }
+                    }
+                };
+                AnswerResult {
+                    response_id: answer.response_id,
+                    inquiry_id: answer.inquiry_id.to_string(),
+                    status,
+                }
+            }
+        };
+        results.push(result);
+    }
+    let accepted = results
+        .iter()
+        .filter(|r| r.status == AnswerStatus::Accepted)
+        .count();
+    tracing::info!(institution = %institution, batch = %batch.batch_id, answers = results.len(), accepted, "answer batch");
+    xml(
+        StatusCode::OK,
+        iso20022::encode_answer_batch_receipt(&AnswerBatchReceipt {
+            batch_id: batch.batch_id,
+            rejection: None,
+            results,
+        }),
+    )
+}

@@ -1,0 +1,103 @@
+//! The HTTP layer: the only code that knows HTTP, JSON and status codes.
+//! Two listeners: the staff API (`/api/v1`) and the bank API (`/bank/v1`,
+//! mutual TLS, XML), so that banks never reach staff routes.
+
+mod bank;
+mod problem;
+mod staff;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::{Extensions, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use tokio::sync::Notify;
+
+use crate::store::Store;
+
+pub use problem::ApiError;
+pub(crate) use staff::hash_token;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Wakes the delivery engine when new work is filed.
+    pub wake: Arc<Notify>,
+}
+
+/// The DER of the client certificate the peer presented on this connection.
+#[derive(Clone)]
+pub struct PeerCertificate(pub Vec<u8>);
+
+fn capture_peer_certificate(conn: &dyn std::any::Any, ext: &mut Extensions) {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    if let Some(tls) = conn.downcast_ref::<TlsStream<tokio::net::TcpStream>>()
+        && let Some(certs) = tls.get_ref().1.peer_certificates()
+        && let Some(leaf) = certs.first()
+    {
+        ext.insert(PeerCertificate(leaf.as_ref().to_vec()));
+    }
+}
+
+pub struct Servers {
+    pub staff_addr: SocketAddr,
+    pub bank_addr: SocketAddr,
+    handles: Vec<ServerHandle>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Servers {
+    pub async fn stop(self) {
+        for h in &self.handles {
+            h.stop(true).await;
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub struct ServerConfig {
+    pub staff_listen: SocketAddr,
+    pub bank_listen: SocketAddr,
+    /// The bank listener's TLS: server certificate and the banks' client CA.
+    pub bank_tls: rustls::ServerConfig,
+    pub workers: usize,
+}
+
+pub fn start(state: AppState, config: ServerConfig) -> std::io::Result<Servers> {
+    let staff_listener = TcpListener::bind(config.staff_listen)?;
+    let bank_listener = TcpListener::bind(config.bank_listen)?;
+    let staff_addr = staff_listener.local_addr()?;
+    let bank_addr = bank_listener.local_addr()?;
+    let staff_state = state.clone();
+    let staff = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(staff_state.clone()))
+            .configure(staff::routes)
+    })
+    .workers(config.workers)
+    .disable_signals()
+    .shutdown_timeout(10)
+    .listen(staff_listener)?
+    .run();
+    let bank = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(bank::routes)
+    })
+    .on_connect(capture_peer_certificate)
+    .workers(config.workers)
+    .disable_signals()
+    .shutdown_timeout(10)
+    .listen_rustls_0_23(bank_listener, config.bank_tls)?
+    .run();
+    let handles = vec![staff.handle(), bank.handle()];
+    let tasks = vec![tokio::spawn(staff), tokio::spawn(bank)];
+    Ok(Servers {
+        staff_addr,
+        bank_addr,
+        handles,
+        tasks,
+    })
+}

@@ -1,0 +1,400 @@
+//! The staff JSON API, `/api/v1`: bearer tokens, problem+json errors.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState};
+use crate::casework::{self, Actor, Role, Submitted};
+use crate::domain::answer::Outcome;
+use crate::domain::ids::{CaseId, RequestId, SubjectId};
+use crate::domain::request::{Period, RequestInput, SubjectInput, Target};
+use crate::domain::state::InquiryKind;
+use crate::domain::time::{parse_date, rfc3339};
+use crate::domain::zengin::{BranchCode, InstitutionCode};
+use crate::store::{CaseFile, CaseRecord, InquiryView, RequestView};
+
+/// Staff API bodies are small; a request for 1,000 inquiries fits easily.
+const MAX_BODY: usize = 256 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
+        .route(
+            "/healthz",
+            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+        )
+        .service(
+            web::scope("/api/v1")
+                .route("/cases", web::post().to(create_case))
+                .route("/cases/{id}", web::get().to(get_case))
+                .route("/cases/{id}/file", web::get().to(get_case_file))
+                .route("/requests", web::post().to(submit_request))
+                .route("/requests/{id}", web::get().to(get_request)),
+        )
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            ))
+        }));
+}
+
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+async fn actor(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+    let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+    })?;
+    let record = state
+        .store
+        .token(&hash_token(token.trim()))
+        .await
+        .map_err(casework::CaseworkError::from)?
+        .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
+    Ok(Actor {
+        id: format!("token:{}", record.label),
+        role: Role::parse(&record.role)?,
+        office: record.office,
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid: {e}"),
+        )
+    })
+}
+
+fn date(field: &str, raw: &str) -> Result<NaiveDate, ApiError> {
+    Ok(parse_date(field, raw)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectBody {
+    kana_name: String,
+    kanji_name: Option<String>,
+    birth_date: String,
+    postal_code: Option<String>,
+    address: Option<String>,
+    #[serde(default)]
+    former_kana_names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseBody {
+    case_number: String,
+    subjects: Vec<SubjectBody>,
+}
+
+fn case_json(c: &CaseRecord) -> Value {
+    json!({
+        "id": c.id,
+        "office": c.office,
+        "case_number": c.case_number,
+        "decision_date": c.decision_date,
+        "created_at": rfc3339(c.created_at),
+        "subjects": c.subjects.iter().map(|s| json!({
+            "id": s.id,
+            "kana_name": s.kana_name.as_str(),
+            "zengin_name": s.kana_name.zengin(),
+            "kanji_name": s.kanji_name,
+            "birth_date": s.birth_date,
+            "postal_code": s.postal_code,
+            "address": s.address,
+            "former_kana_names": s.former_kana_names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn create_case(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let b: CaseBody = parse_json(&body)?;
+    let subjects = b
+        .subjects
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(SubjectInput {
+                kana_name: s.kana_name,
+                kanji_name: s.kanji_name,
+                birth_date: date(&format!("subjects[{i}].birth_date"), &s.birth_date)?,
+                postal_code: s.postal_code,
+                address: s.address,
+                former_kana_names: s.former_kana_names,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let case = casework::create_case(&state.store, &actor, &b.case_number, subjects).await?;
+    Ok(HttpResponse::Created().json(case_json(&case)))
+}
+
+fn path_id<T>(
+    raw: &str,
+    parse: fn(&str) -> Result<T, crate::domain::DomainError>,
+) -> Result<T, ApiError> {
+    parse(raw).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.message))
+}
+
+async fn get_case(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, CaseId::parse)?;
+    let case = casework::read_case(&state.store, &actor, &id).await?;
+    let inquiries = state
+        .store
+        .case_inquiries(&id)
+        .await
+        .map_err(casework::CaseworkError::from)?;
+    let mut body = case_json(&case);
+    body["inquiries"] = inquiries.iter().map(inquiry_json).collect();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstitutionBody {
+    code: String,
+    #[serde(default)]
+    branches: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeriodBody {
+    from: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    case_id: String,
+    /// All subjects of the case when absent.
+    subject_ids: Option<Vec<String>>,
+    institutions: Vec<InstitutionBody>,
+    kinds: Vec<String>,
+    reference_date: Option<String>,
+    period: Option<PeriodBody>,
+    legal_basis: Option<String>,
+    purpose: Option<String>,
+    due_date: String,
+}
+
+async fn submit_request(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255);
+            Some(k.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 visible characters",
+                )
+            })?)
+        }
+    };
+    let body_hash = hex::encode(Sha256::digest(&body));
+    let b: RequestBody = parse_json(&body)?;
+    let case_id = CaseId::parse(&b.case_id)?;
+    let subject_ids = match b.subject_ids {
+        Some(ids) => ids
+            .iter()
+            .map(|s| SubjectId::parse(s))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => casework::read_case(&state.store, &actor, &case_id)
+            .await?
+            .subjects
+            .into_iter()
+            .map(|s| s.id)
+            .collect(),
+    };
+    let targets = b
+        .institutions
+        .iter()
+        .map(|i| {
+            Ok(Target {
+                institution: InstitutionCode::parse(&i.code)?,
+                branches: i
+                    .branches
+                    .iter()
+                    .map(|c| BranchCode::parse(c))
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>, crate::domain::DomainError>>()?;
+    let kinds = b
+        .kinds
+        .iter()
+        .map(|k| InquiryKind::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_kind",
+                "kinds are existence, balance and transactions",
+            )
+        })?;
+    let input = RequestInput {
+        subject_ids,
+        targets,
+        kinds,
+        reference_date: b
+            .reference_date
+            .as_deref()
+            .map(|d| date("reference_date", d))
+            .transpose()?,
+        period: b
+            .period
+            .as_ref()
+            .map(|p| {
+                Ok::<_, ApiError>(Period {
+                    from: date("period.from", &p.from)?,
+                    to: date("period.to", &p.to)?,
+                })
+            })
+            .transpose()?,
+        legal_basis: b.legal_basis,
+        purpose: b.purpose,
+        due_date: date("due_date", &b.due_date)?,
+    };
+    let idempotency = key.map(|k| (k, body_hash.as_str()));
+    match casework::submit_request(&state.store, &actor, &case_id, input, idempotency).await? {
+        Submitted::Created(view) => {
+            state.wake.notify_waiters();
+            Ok(HttpResponse::Created().json(request_json(&view)))
+        }
+        Submitted::Replayed(view) => Ok(HttpResponse::Created()
+            .insert_header(("idempotent-replayed", "true"))
+            .json(request_json(&view))),
+    }
+}
+
+fn inquiry_json(i: &InquiryView) -> Value {
+    json!({
+        "id": i.id,
+        "subject_id": i.subject_id,
+        "institution": i.institution,
+        "branches": i.branches,
+        "state": i.state,
+        "overdue": i.overdue,
+        "due_date": i.due_date,
+        "batch_id": i.batch_id,
+        "attempts": i.attempts,
+        "failure_reason": i.failure_reason,
+        "answer_revision": i.answer_revision,
+        "created_at": rfc3339(i.created_at),
+        "updated_at": rfc3339(i.updated_at),
+        "history": i.history.iter().map(|(s, at)| json!({"state": s, "at": rfc3339(*at)})).collect::<Vec<_>>(),
+    })
+}
+
+fn request_json(r: &RequestView) -> Value {
+    json!({
+        "id": r.id,
+        "case_id": r.case_id,
+        "kinds": r.kinds,
+        "reference_date": r.reference_date,
+        "period": r.period.map(|p| json!({"from": p.from, "to": p.to})),
+        "legal_basis": r.legal_basis,
+        "purpose": r.purpose,
+        "due_date": r.due_date,
+        "created_at": rfc3339(r.created_at),
+        "inquiries": r.inquiries.iter().map(inquiry_json).collect::<Vec<_>>(),
+    })
+}
+
+async fn get_request(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, RequestId::parse)?;
+    let view = casework::read_request(&state.store, &actor, &id).await?;
+    Ok(HttpResponse::Ok().json(request_json(&view)))
+}
+
+fn case_file_json(f: &CaseFile) -> Value {
+    let entries: Vec<Value> = f
+        .entries
+        .iter()
+        .map(|e| {
+            let (outcome, accounts, other, refusal) = match &e.outcome {
+                Outcome::Found { accounts, other_holdings } => ("found", accounts.as_slice(), other_holdings.as_slice(), None),
+                Outcome::NotFound => ("not_found", &[][..], &[][..], None),
+                Outcome::Refused { code, reason } => ("refused", &[][..], &[][..], Some(json!({"code": code, "reason": reason}))),
+            };
+            json!({
+                "inquiry_id": e.inquiry_id,
+                "subject_id": e.subject_id,
+                "institution": e.institution,
+                "institution_name": e.institution_name,
+                "revision": e.revision,
+                "superseded": e.superseded,
+                "received_at": rfc3339(e.received_at),
+                "outcome": outcome,
+                "refusal": refusal,
+                "accounts": accounts.iter().map(|a| json!({
+                    "branch": a.branch,
+                    "type": a.account_type.code(),
+                    "type_label": a.account_type.label_ja(),
+                    "number": a.number,
+                    "holder_kana": a.holder_kana,
+                    "balance": a.balance,
+                    "as_of": a.as_of,
+                    "last_transaction": a.last_transaction,
+                    "transactions": a.transactions.iter().map(|t| json!({
+                        "date": t.date, "description": t.description, "debit": t.debit,
+                        "credit": t.credit, "balance": t.balance,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "other_holdings": other.iter().map(|o| json!({"kind": o.kind, "description": o.description})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "case": case_json(&f.case), "entries": entries })
+}
+
+async fn get_case_file(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, CaseId::parse)?;
+    let file = casework::case_file(&state.store, &actor, &id).await?;
+    Ok(HttpResponse::Ok().json(case_file_json(&file)))
+}

@@ -1,0 +1,359 @@
+//! Mock financial institutions for the demo and the tests, and a reference
+//! for bank engineers: each bank listens on its own loopback port with its
+//! own certificate, takes inquiry batches over mutual TLS (de-duplicating by
+//! batch id), and answers later through the gateway's bank API with
+//! deterministic generated data.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use chrono::{Days, NaiveDate};
+use sha2::{Digest, Sha256};
+
+use crate::domain::answer::{Account, AccountType, Answer, Outcome, Transaction};
+use crate::domain::ids::InquiryId;
+use crate::domain::state::InquiryKind;
+use crate::domain::time::now_millis;
+use crate::domain::zengin::{BranchCode, InstitutionCode};
+use crate::iso20022::{self, BatchReceipt, Limits, OutgoingAnswer, ReceivedInquiry};
+use crate::pki::PkiLayout;
+use crate::tls::{Identity, load_certs, mtls_client_config, mtls_server_config};
+
+#[derive(Debug, Clone)]
+pub struct MockBankConfig {
+    pub code: InstitutionCode,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct MockBanksConfig {
+    pub pki_dir: PathBuf,
+    /// The gateway's `/bank/v1/answers` URL.
+    pub gateway_url: String,
+    pub banks: Vec<MockBankConfig>,
+    pub answer_delay: Duration,
+}
+
+struct Bank {
+    code: InstitutionCode,
+    seen_batches: Mutex<HashSet<String>>,
+    pending: Mutex<Vec<(String, OutgoingAnswer)>>,
+}
+
+/// Runs the banks until the process is stopped. Prints one line per bank,
+/// `mock-bank CODE https://ADDR/inquiries`, then `mock-banks ready`.
+pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
+    crate::tls::install_crypto_provider();
+    let pki = PkiLayout::new(&config.pki_dir);
+    let ca = load_certs(&pki.ca_cert())?;
+    let mut servers = Vec::new();
+    for b in &config.banks {
+        let (cert, key) = pki.bank_server(b.code.as_str());
+        let server_id = Identity::load(&cert, &key)?;
+        let tls = mtls_server_config(server_id.chain.clone(), server_id.key(), &ca, Vec::new())?;
+        let (ccert, ckey) = pki.bank_client(b.code.as_str());
+        let client_id = Identity::load(&ccert, &ckey)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(mtls_client_config(
+                &ca,
+                client_id.chain.clone(),
+                client_id.key(),
+            )?)
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()?;
+        let bank = Arc::new(Bank {
+            code: b.code.clone(),
+            seen_batches: Mutex::default(),
+            pending: Mutex::default(),
+        });
+        let listener = std::net::TcpListener::bind(b.listen)?;
+        let addr = listener.local_addr()?;
+        let data = bank.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(data.clone()))
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .route("/inquiries", web::post().to(receive_batch))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen_rustls_0_23(listener, tls)?
+        .run();
+        println!("mock-bank {} https://{addr}/inquiries", b.code);
+        servers.push(tokio::spawn(server));
+        tokio::spawn(answer_loop(
+            bank,
+            client,
+            config.gateway_url.clone(),
+            config.answer_delay,
+        ));
+    }
+    println!("mock-banks ready");
+    for s in servers {
+        s.await??;
+    }
+    Ok(())
+}
+
+async fn receive_batch(bank: web::Data<Arc<Bank>>, body: web::Bytes) -> HttpResponse {
+    let receipt = |batch_id: &str, reject: Option<(&str, String)>| BatchReceipt {
+        batch_id: if batch_id.is_empty() {
+            "-".into()
+        } else {
+            batch_id.into()
+        },
+        accepted: reject.is_none(),
+        reason_code: reject.as_ref().map(|(c, _)| (*c).to_owned()),
+        reason_text: reject.map(|(_, t)| t),
+        count: None,
+    };
+    let reply = |status: StatusCode, r: BatchReceipt| {
+        HttpResponse::build(status)
+            .content_type("application/xml")
+            .body(iso20022::encode_batch_receipt(&r))
+    };
+    let batch = match iso20022::decode_inquiry_batch(&body, &Limits::default()) {
+        Ok(b) => b,
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                receipt("", Some((e.reason_code(), e.to_string()))),
+            );
+        }
+    };
+    if batch.institution != bank.code {
+        return reply(
+            StatusCode::OK,
+            receipt(
+                &batch.batch_id,
+                Some(("INST", format!("this is institution {}", bank.code))),
+            ),
+        );
+    }
+    let first_time = bank
+        .seen_batches
+        .lock()
+        .expect("lock")
+        .insert(batch.batch_id.clone());
+    if first_time {
+        let mut pending = bank.pending.lock().expect("lock");
+        for inq in &batch.inquiries {
+            if let Some(answer) = generate_answer(&bank.code, inq) {
+                pending.push((batch.office.clone(), answer));
+            }
+        }
+    }
+    let mut r = receipt(&batch.batch_id, None);
+    r.count = Some(batch.inquiries.len() as u64);
+    reply(StatusCode::OK, r)
+}
+
+async fn answer_loop(bank: Arc<Bank>, client: reqwest::Client, url: String, delay: Duration) {
+    let mut backoff = delay;
+    let mut seq = 0u64;
+    loop {
+        tokio::time::sleep(backoff).await;
+        let batch: Vec<(String, OutgoingAnswer)> = {
+            let mut pending = bank.pending.lock().expect("lock");
+            let n = pending.len().min(500);
+            pending.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            backoff = delay;
+            continue;
+        }
+        // One answer batch per office, as offices are separate addressees.
+        let office = batch[0].0.clone();
+        let (mine, others): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(o, _)| *o == office);
+        bank.pending.lock().expect("lock").extend(others);
+        seq += 1;
+        let id = format!("A{}-{}-{seq}", bank.code, now_millis());
+        let answers: Vec<OutgoingAnswer> = mine.iter().map(|(_, a)| a.clone()).collect();
+        let body = iso20022::encode_answer_batch(&id, &bank.code, &office, now_millis(), &answers);
+        let sent = client
+            .post(&url)
+            .header("content-type", "application/xml")
+            .body(body)
+            .send()
+            .await;
+        let ok =
+            match sent {
+                Ok(resp) if resp.status().is_success() => {
+                    let bytes = resp.bytes().await.unwrap_or_default();
+                    match iso20022::decode_answer_batch_receipt(&bytes) {
+                        Ok(r) => {
+                            for res in r.results.iter().filter(|r| {
+                                matches!(r.status, iso20022::AnswerStatus::Rejected { .. })
+                            }) {
+                                eprintln!(
+                                    "mock-bank {}: answer {} rejected: {:?}",
+                                    bank.code, res.inquiry_id, res.status
+                                );
+                            }
+                            true
+                        }
+                        Err(e) => {
+                            eprintln!("mock-bank {}: unreadable receipt: {e}", bank.code);
+                            false
+                        }
+                    }
+                }
+                Ok(resp) => {
+                    eprintln!(
+                        "mock-bank {}: gateway answered HTTP {}",
+                        bank.code,
+                        resp.status()
+                    );
+                    false
+                }
+                Err(e) => {
+                    eprintln!("mock-bank {}: cannot reach the gateway: {e}", bank.code);
+                    false
+                }
+            };
+        if ok {
+            backoff = delay;
+        } else {
+            // Keep the answers and try again later: nothing is dropped.
+            bank.pending.lock().expect("lock").extend(mine);
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Deterministic data: the same person at the same bank always gets the
+/// same answer. About a third of people have no account at a given bank.
+pub fn generate_answer(bank: &InstitutionCode, inq: &ReceivedInquiry) -> Option<OutgoingAnswer> {
+    let inquiry_id = InquiryId::parse(&inq.id).ok()?;
+    let seed =
+        Sha256::digest(format!("{bank}|{}|{:?}", inq.zengin_name, inq.birth_date).as_bytes());
+    let n = |i: usize| u64::from(seed[i]);
+    let outcome = if n(0) % 3 == 0 {
+        Outcome::NotFound
+    } else {
+        let count = 1 + (n(1) % 3) as usize;
+        let types = [
+            AccountType::Ordinary,
+            AccountType::Savings,
+            AccountType::Time,
+            AccountType::Current,
+        ];
+        let accounts = (0..count)
+            .map(|k| {
+                let branch = inq.branches.first().cloned().unwrap_or_else(|| {
+                    BranchCode::from_trusted(format!("{:03}", 100 + (n(2 + k) % 800)))
+                });
+                let number = format!(
+                    "{:07}",
+                    (n(5 + k) << 16 | n(8 + k) << 8 | n(11 + k)) % 10_000_000
+                );
+                let balance = ((n(14 + k) << 16 | n(17 + k) << 8 | n(20 + k)) % 3_000_000) as i64;
+                let as_of = inq.reference_date;
+                let last = as_of
+                    .checked_sub_days(Days::new(n(23 + k) % 40))
+                    .unwrap_or(as_of);
+                Account {
+                    branch,
+                    account_type: types[k % types.len()],
+                    number,
+                    holder_kana: inq.zengin_name.chars().take(30).collect(),
+                    balance: Some(balance),
+                    as_of: Some(as_of),
+                    last_transaction: Some(last),
+                    transactions: if inq.kinds.contains(&InquiryKind::Transactions) {
+                        transactions(inq.period.from, inq.period.to, balance, &seed)
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect();
+        Outcome::Found {
+            accounts,
+            other_holdings: Vec::new(),
+        }
+    };
+    Some(OutgoingAnswer {
+        answer: Answer {
+            inquiry_id,
+            response_id: format!("R{bank}-{}", &inq.id[..inq.id.len().min(28)]),
+            outcome,
+        },
+        kinds: inq.kinds.clone(),
+        zengin_name: inq.zengin_name.clone(),
+    })
+}
+
+fn transactions(from: NaiveDate, to: NaiveDate, closing: i64, seed: &[u8]) -> Vec<Transaction> {
+    let days = (to - from).num_days().max(0) as u64;
+    let mut balance = closing;
+    let mut out: Vec<Transaction> = (0..3u64)
+        .map(|i| {
+            let date = to.checked_sub_days(Days::new(days * i / 3)).unwrap_or(to);
+            let amount = 1000 + i64::from(seed[24 + i as usize]) * 100;
+            let t = Transaction {
+                date,
+                description: Some(if i % 2 == 0 {
+                    "ATM".into()
+                } else {
+                    "ﾌﾘｺﾐ".into()
+                }),
+                debit: (i % 2 == 0).then_some(amount),
+                credit: (i % 2 == 1).then_some(amount),
+                balance,
+            };
+            balance += if i % 2 == 0 { amount } else { -amount };
+            t
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Command-line arguments of the mock banks (the `mock-banks` binary and
+/// `shokai mock-banks` share them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Directory written by `shokai certs init`.
+    #[arg(long)]
+    pub pki_dir: PathBuf,
+    /// The gateway's bank API answers URL, e.g. https://127.0.0.1:8443/bank/v1/answers
+    #[arg(long)]
+    pub gateway_url: String,
+    /// A bank to run, as CODE=ADDR (port 0 picks a free port); repeatable.
+    #[arg(long = "bank", required = true)]
+    pub banks: Vec<String>,
+    /// How long a bank waits before answering what it received.
+    #[arg(long, default_value_t = 300)]
+    pub answer_delay_ms: u64,
+}
+
+impl Args {
+    pub fn into_config(self) -> anyhow::Result<MockBanksConfig> {
+        let banks = self
+            .banks
+            .iter()
+            .map(|b| {
+                let (code, addr) = b
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--bank must be CODE=ADDR, got '{b}'"))?;
+                Ok(MockBankConfig {
+                    code: InstitutionCode::parse(code)?,
+                    listen: addr.parse()?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(MockBanksConfig {
+            pki_dir: self.pki_dir,
+            gateway_url: self.gateway_url,
+            banks,
+            answer_delay: Duration::from_millis(self.answer_delay_ms),
+        })
+    }
+}

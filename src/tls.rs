@@ -1,0 +1,141 @@
+//! TLS material: loading PEM files and building rustls configurations. One
+//! crypto provider (ring) serves the whole process.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct TlsError {
+    pub what: String,
+    pub message: String,
+}
+
+fn err(what: impl Into<String>, e: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes ring the process-wide default, for clients built without a
+/// preconfigured TLS setup. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(path.display().to_string(), e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(path.display().to_string(), e))?;
+    if certs.is_empty() {
+        return Err(err(
+            path.display().to_string(),
+            "no certificate in the file",
+        ));
+    }
+    Ok(certs)
+}
+
+pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(what, e))?;
+    if certs.is_empty() {
+        return Err(err(what, "no certificate in the PEM text"));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| err(path.display().to_string(), e))
+}
+
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| err(path.display().to_string(), e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(path.display().to_string(), e))
+}
+
+/// SHA-256 of a certificate's DER, lower-case hex: how a bank is known.
+pub fn fingerprint(cert: &[u8]) -> String {
+    hex::encode(Sha256::digest(cert))
+}
+
+fn roots(certs: &[CertificateDer<'static>], what: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for c in certs {
+        store.add(c.clone()).map_err(|e| err(what, e))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// A server that demands a client certificate issued by one of `client_cas`
+/// and not revoked by `crls` (the bank API, and the mock banks).
+pub fn mtls_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_cas: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<ServerConfig, TlsError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(client_cas, "client CA")?, provider())
+            .with_crls(crls)
+            .build()
+            .map_err(|e| err("client verifier", e))?;
+    ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("server config", e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| err("server certificate", e))
+}
+
+/// A client that presents `chain` and trusts only `server_cas` (the
+/// dispatcher towards one bank, and the mock banks towards the gateway).
+pub fn mtls_client_config(
+    server_cas: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ClientConfig, TlsError> {
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("client config", e))?
+        .with_root_certificates(roots(server_cas, "server CA")?)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| err("client certificate", e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The certificate and key a party presents, loaded from PEM files.
+#[derive(Clone)]
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl Identity {
+    pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+        Ok(Identity {
+            chain: load_certs(cert)?,
+            key: Arc::new(load_key(key)?),
+        })
+    }
+
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+}
