@@ -66,7 +66,7 @@ pub struct BranchRecord {
     pub kana: String,
 }
 
-fn fields<'a>(line: &'a str, n: usize, lineno: usize) -> Result<Vec<&'a str>, DomainError> {
+fn fields(line: &str, n: usize, lineno: usize) -> Result<Vec<&str>, DomainError> {
     let parts: Vec<&str> = line.trim_end_matches('\r').split(',').collect();
     if parts.len() != n {
         return Err(DomainError::new(

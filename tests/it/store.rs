@@ -1,0 +1,322 @@
+//! The store and queue on real databases: filing, sealing, claims with
+//! fencing, and answers applied exactly once.
+
+use chrono::NaiveDate;
+use shokai::delivery::seal_due_batches;
+use shokai::domain::answer::{Account, AccountType, Answer, Outcome};
+use shokai::domain::ids::ClaimToken;
+use shokai::domain::request::{NewCase, Request, RequestInput, SubjectInput, Target};
+use shokai::domain::state::{BatchState, Channel, InquiryKind, InquiryState};
+use shokai::domain::time::now_millis;
+use shokai::domain::zengin::BranchCode;
+use shokai::store::{ApplyOutcome, BatchFinish, InstitutionSettings, Store, StoreError};
+
+use crate::db_test;
+use crate::support::{code, import_small_directory, open};
+
+fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+async fn file_request(store: &Store, subjects: usize, banks: &[&str]) -> Request {
+    let today = shokai::casework::today();
+    let case = NewCase::validate(
+        "131016",
+        "CASE-1",
+        (0..subjects)
+            .map(|i| SubjectInput {
+                kana_name: format!("ヤマダ タロウ{}", "ア".repeat(i)),
+                kanji_name: Some("山田 太郎".into()),
+                birth_date: d("1970-01-01"),
+                postal_code: None,
+                address: None,
+                former_kana_names: vec![],
+            })
+            .collect(),
+        today,
+    )
+    .unwrap();
+    store.insert_case(&case, "test").await.unwrap();
+    let ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
+    let request = Request::validate(
+        &case.id,
+        &ids,
+        RequestInput {
+            subject_ids: ids.clone(),
+            targets: banks
+                .iter()
+                .map(|b| Target {
+                    institution: code(b),
+                    branches: vec![],
+                })
+                .collect(),
+            kinds: vec![InquiryKind::Existence, InquiryKind::Balance],
+            reference_date: None,
+            period: None,
+            legal_basis: None,
+            purpose: None,
+            due_date: today + chrono::Days::new(14),
+        },
+        today,
+    )
+    .unwrap();
+    store.insert_request(&request, "test", None).await.unwrap();
+    request
+}
+
+async fn make_push(store: &Store, bank: &str, max_batch: i64) {
+    store
+        .update_institution_settings(
+            &code(bank),
+            &InstitutionSettings {
+                channel: Channel::Push,
+                endpoint_url: Some("https://127.0.0.1:1/inquiries".into()),
+                server_ca_pem: Some("unused".into()),
+                max_batch_size: max_batch,
+                max_in_flight: 1,
+                batch_max_age_ms: 0,
+                paused: false,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn found(inquiry: &shokai::domain::ids::InquiryId, balance: i64) -> Answer {
+    Answer {
+        inquiry_id: inquiry.clone(),
+        response_id: "R1".into(),
+        outcome: Outcome::Found {
+            accounts: vec![Account {
+                branch: BranchCode::parse("110").unwrap(),
+                account_type: AccountType::Ordinary,
+                number: "1234567".into(),
+                holder_kana: "ﾔﾏﾀﾞ ﾀﾛｳ".into(),
+                balance: Some(balance),
+                as_of: Some(d("2026-10-31")),
+                last_transaction: None,
+                transactions: vec![],
+            }],
+            other_holdings: vec![],
+        },
+    }
+}
+
+async fn queue_flow(url: String) {
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    make_push(&store, "0001", 2).await;
+    let request = file_request(&store, 3, &["0001"]).await;
+    assert_eq!(request.inquiries.len(), 3);
+
+    // Size 2 and age 0: one full batch and one partial.
+    let sealed = seal_due_batches(&store, now_millis() + 1).await.unwrap();
+    assert_eq!(sealed, 2);
+    assert_eq!(
+        seal_due_batches(&store, now_millis() + 1).await.unwrap(),
+        0,
+        "nothing left to seal"
+    );
+
+    // max_in_flight = 1: one claim at a time.
+    let now = now_millis();
+    let claimed = store.claim_due_batches(now, 1000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let first = claimed[0].clone();
+    assert_eq!(first.attempt, 1);
+    assert!(
+        store
+            .claim_due_batches(now, 1000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The lease expires; another worker reclaims the batch with a new token.
+    let later = now + 2000;
+    let reclaimed = store.claim_due_batches(later, 60_000, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, first.id);
+    assert_eq!(reclaimed[0].attempt, 2);
+    assert_eq!(
+        reclaimed[0].payload, first.payload,
+        "same bytes on every try"
+    );
+
+    // The stale worker's update changes nothing.
+    let stale = store
+        .finish_batch(&first.id, &first.token, &BatchFinish::Acknowledged, later)
+        .await;
+    assert!(matches!(stale, Err(StoreError::LostLease(_))), "{stale:?}");
+    let bogus = store
+        .finish_batch(
+            &first.id,
+            &ClaimToken::generate(),
+            &BatchFinish::Acknowledged,
+            later,
+        )
+        .await;
+    assert!(matches!(bogus, Err(StoreError::LostLease(_))));
+    assert_eq!(
+        store.batch(&first.id).await.unwrap().unwrap().state,
+        BatchState::InFlight
+    );
+
+    // A retryable failure waits; the current holder then gets it through.
+    let holder = &reclaimed[0];
+    store
+        .finish_batch(
+            &holder.id,
+            &holder.token,
+            &BatchFinish::RetryAt {
+                at: later + 5000,
+                error: "HTTP 503".into(),
+            },
+            later,
+        )
+        .await
+        .unwrap();
+    let b = store.batch(&holder.id).await.unwrap().unwrap();
+    assert_eq!(
+        (b.state, b.last_error.as_deref()),
+        (BatchState::RetryWait, Some("HTTP 503"))
+    );
+    // The other, older sealed batch goes first; one in flight at a time.
+    for _ in 0..2 {
+        let c = store
+            .claim_due_batches(later + 5000, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        store
+            .finish_batch(
+                &c[0].id,
+                &c[0].token,
+                &BatchFinish::Acknowledged,
+                later + 5001,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.batch(&holder.id).await.unwrap().unwrap().state,
+        BatchState::Acknowledged
+    );
+    assert!(
+        store
+            .claim_due_batches(later + 10_000, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Its inquiries are delivered, with history.
+    let view = store.request(&request.id).await.unwrap().unwrap();
+    let delivered: Vec<_> = view
+        .inquiries
+        .iter()
+        .filter(|i| i.state == InquiryState::Delivered)
+        .collect();
+    assert_eq!(delivered.len(), 3);
+    let states: Vec<_> = delivered[0].history.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        states,
+        vec![
+            InquiryState::Queued,
+            InquiryState::Batched,
+            InquiryState::Delivered
+        ]
+    );
+
+    // Answers: first accepted, identical repeat ignored, correction kept as
+    // revision 2, another bank's answer refused.
+    let inquiry = delivered[0].id.clone();
+    let t = now_millis();
+    assert_eq!(
+        store
+            .apply_answer(&code("0001"), &found(&inquiry, 100), t)
+            .await
+            .unwrap(),
+        ApplyOutcome::Accepted { revision: 1 }
+    );
+    assert_eq!(
+        store
+            .apply_answer(&code("0001"), &found(&inquiry, 100), t)
+            .await
+            .unwrap(),
+        ApplyOutcome::Duplicate
+    );
+    assert_eq!(
+        store
+            .apply_answer(&code("0001"), &found(&inquiry, 250), t)
+            .await
+            .unwrap(),
+        ApplyOutcome::Accepted { revision: 2 }
+    );
+    match store
+        .apply_answer(&code("0005"), &found(&inquiry, 999), t)
+        .await
+        .unwrap()
+    {
+        ApplyOutcome::Rejected { code, .. } => assert_eq!(code, "unknown_inquiry"),
+        other => panic!("another bank's answer was {other:?}"),
+    }
+    let file = store.case_file(&view.case_id).await.unwrap().unwrap();
+    assert_eq!(file.entries.len(), 2);
+    assert!(file.entries[0].superseded && !file.entries[1].superseded);
+    match &file.entries[1].outcome {
+        Outcome::Found { accounts, .. } => assert_eq!(accounts[0].balance, Some(250)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.duplicate_case_file_entries().await.unwrap(), 0);
+    store.close().await;
+}
+db_test!(queue_flow, super::queue_flow);
+
+async fn dead_batches_fail_their_inquiries(url: String) {
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    make_push(&store, "0005", 10).await;
+    let request = file_request(&store, 2, &["0005"]).await;
+    seal_due_batches(&store, now_millis() + 1).await.unwrap();
+    let claimed = store
+        .claim_due_batches(now_millis(), 60_000, 10)
+        .await
+        .unwrap();
+    let b = &claimed[0];
+    store
+        .finish_batch(
+            &b.id,
+            &b.token,
+            &BatchFinish::Dead {
+                reason: "rejected by the bank: INST".into(),
+            },
+            now_millis(),
+        )
+        .await
+        .unwrap();
+    let view = store.request(&request.id).await.unwrap().unwrap();
+    for i in &view.inquiries {
+        assert_eq!(i.state, InquiryState::Failed);
+        assert_eq!(
+            i.failure_reason.as_deref(),
+            Some("rejected by the bank: INST")
+        );
+    }
+    store.close().await;
+}
+db_test!(
+    dead_batches_fail_their_inquiries,
+    super::dead_batches_fail_their_inquiries
+);
+
+async fn migrations_are_idempotent(url: String) {
+    let store = open(&url).await;
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.applied_migrations().await.unwrap(),
+        vec![Store::latest_migration()]
+    );
+    store.close().await;
+}
+db_test!(migrations_are_idempotent, super::migrations_are_idempotent);

@@ -1,0 +1,176 @@
+//! Shared helpers: per-test databases, a dev PKI, a running gateway and the
+//! mock banks as a separate process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use shokai::domain::zengin::{BranchCode, BranchRecord, InstitutionCode, InstitutionRecord};
+use shokai::store::{Store, StoreConfig};
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Declares a module NAME with tests `sqlite` and `postgres`, each running
+/// `body(url)` on a fresh database of that kind (shown as NAME::sqlite and
+/// NAME::postgres in the output). The PostgreSQL one passes with a note when
+/// no server is configured.
+#[macro_export]
+macro_rules! db_test {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::support::sqlite_db();
+                $body(db.url.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                match $crate::support::postgres_db().await {
+                    Some(db) => $body(db.url.clone()).await,
+                    None => eprintln!("skipped: SHOKAI_TEST_DATABASE_URL is not set"),
+                }
+            }
+        }
+    };
+}
+
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    TestDb {
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh PostgreSQL database, or None when no server is configured.
+pub async fn postgres_db() -> Option<TestDb> {
+    let base = std::env::var("SHOKAI_TEST_DATABASE_URL").ok()?;
+    let name = format!("shokai_test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to SHOKAI_TEST_DATABASE_URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (prefix, _) = base.rsplit_once('/').expect("URL has a database name");
+    Some(TestDb {
+        url: format!("{prefix}/{name}"),
+        _dir: None,
+    })
+}
+
+pub async fn open(url: &str) -> Store {
+    shokai::tls::install_crypto_provider();
+    let mut cfg = StoreConfig::new(url);
+    cfg.max_connections = 4;
+    Store::open(&cfg).await.expect("open store")
+}
+
+pub fn code(c: &str) -> InstitutionCode {
+    InstitutionCode::parse(c).unwrap()
+}
+
+/// A small directory: three banks, a few branches.
+pub async fn import_small_directory(store: &Store) {
+    let banks = [
+        ("0001", "みずほ", "ミズホ"),
+        ("0005", "三菱ＵＦＪ", "ミツビシユ－エフジエイ"),
+        ("0009", "三井住友", "ミツイスミトモ"),
+    ]
+    .iter()
+    .map(|(c, n, k)| InstitutionRecord {
+        code: code(c),
+        name: (*n).into(),
+        kana: (*k).into(),
+    })
+    .collect::<Vec<_>>();
+    let branches = ["001", "110", "251"]
+        .iter()
+        .flat_map(|b| {
+            banks.iter().map(move |bank| BranchRecord {
+                institution: bank.code.clone(),
+                code: BranchCode::parse(b).unwrap(),
+                name: format!("支店{b}"),
+                kana: "シテン".into(),
+            })
+        })
+        .collect::<Vec<_>>();
+    store.import_directory(&banks, &branches).await.unwrap();
+}
+
+pub struct MockBanks {
+    _child: Child,
+    pub endpoints: Vec<(String, String)>,
+}
+
+pub async fn start_mock_banks(pki: &Path, gateway_url: &str, banks: &[&str]) -> MockBanks {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mock-banks"));
+    cmd.arg("--pki-dir")
+        .arg(pki)
+        .arg("--gateway-url")
+        .arg(gateway_url)
+        .arg("--answer-delay-ms")
+        .arg("100");
+    for b in banks {
+        cmd.arg("--bank").arg(format!("{b}=127.0.0.1:0"));
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mock-banks");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut endpoints = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "mock-banks ready" {
+                return;
+            }
+            if let Some((c, url)) = line
+                .strip_prefix("mock-bank ")
+                .and_then(|r| r.split_once(' '))
+            {
+                endpoints.push((c.to_owned(), url.to_owned()));
+            }
+        }
+        panic!("mock-banks exited early");
+    })
+    .await
+    .expect("mock banks ready in time");
+    MockBanks {
+        _child: child,
+        endpoints,
+    }
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Polls `check` until it returns true or the time runs out.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
