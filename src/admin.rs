@@ -103,3 +103,32 @@ pub async fn set_institution(
     store.update_institution_settings(code, s).await?;
     Ok(())
 }
+
+/// Points an institution at a push endpoint and registers its client
+/// certificate: what onboarding a bank amounts to.
+pub async fn connect_push_institution(
+    store: &Store,
+    code: &InstitutionCode,
+    endpoint: &str,
+    server_ca_pem: &str,
+    bank_client_cert: &Path,
+    limits: (i64, i64, i64),
+) -> anyhow::Result<()> {
+    let (max_batch_size, max_in_flight, batch_max_age_ms) = limits;
+    set_institution(
+        store,
+        code,
+        &InstitutionSettings {
+            channel: crate::domain::state::Channel::Push,
+            endpoint_url: Some(endpoint.to_owned()),
+            server_ca_pem: Some(server_ca_pem.to_owned()),
+            max_batch_size,
+            max_in_flight,
+            batch_max_age_ms,
+            paused: false,
+        },
+    )
+    .await?;
+    add_bank_certificate(store, code, bank_client_cert).await?;
+    Ok(())
+}

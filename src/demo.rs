@@ -5,22 +5,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::admin;
 use crate::casework::{Role, today};
 use crate::domain::ids::RequestId;
-use crate::domain::state::{Channel, InquiryState};
+use crate::domain::state::InquiryState;
 use crate::domain::zengin::InstitutionCode;
 use crate::gateway::{Gateway, GatewayConfig, TlsFiles};
 use crate::pki;
-use crate::store::{InstitutionSettings, StoreConfig};
+use crate::store::StoreConfig;
 
 pub struct DemoConfig {
     pub database_url: Option<String>,
@@ -81,30 +79,9 @@ async fn start_mock_banks(
     for code in DEMO_BANKS {
         cmd.arg("--bank").arg(format!("{code}=127.0.0.1:0"));
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the mock banks")?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut endpoints = Vec::new();
-    let wait = async {
-        while let Some(line) = lines.next_line().await? {
-            if line == "mock-banks ready" {
-                return Ok::<_, anyhow::Error>(());
-            }
-            if let Some(rest) = line.strip_prefix("mock-bank ")
-                && let Some((code, url)) = rest.split_once(' ')
-            {
-                endpoints.push((code.to_owned(), url.to_owned()));
-            }
-        }
-        anyhow::bail!("the mock banks exited before they were ready")
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait)
+    crate::mockbank::spawn(cmd)
         .await
-        .context("waiting for the mock banks")??;
-    Ok((child, endpoints))
+        .context("starting the mock banks")
 }
 
 async fn api(
@@ -175,22 +152,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     let ca_pem = std::fs::read_to_string(pki::PkiLayout::new(&pki_dir).ca_cert())?;
     for (code, url) in &endpoints {
         let code = InstitutionCode::parse(code)?;
-        admin::set_institution(
-            &store,
-            &code,
-            &InstitutionSettings {
-                channel: Channel::Push,
-                endpoint_url: Some(url.clone()),
-                server_ca_pem: Some(ca_pem.clone()),
-                max_batch_size: 20,
-                max_in_flight: 2,
-                batch_max_age_ms: 500,
-                paused: false,
-            },
-        )
-        .await?;
         let (cert, _) = pki::PkiLayout::new(&pki_dir).bank_client(code.as_str());
-        admin::add_bank_certificate(&store, &code, &cert).await?;
+        admin::connect_push_institution(&store, &code, url, &ca_pem, &cert, (20, 2, 500)).await?;
         println!("demo: mock bank {code} at {url}");
     }
 
@@ -286,7 +249,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         );
         if done >= total {
             break format!(
-                "demo: {total} inquiries, {} answered, {} not_found, {} failed",
+                "demo: {total} inquiries, {} answered, {} not found, {} failed",
                 get(InquiryState::Answered),
                 get(InquiryState::NotFound),
                 get(InquiryState::Failed)

@@ -6,10 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shokai::admin;
 use shokai::casework::Role;
-use shokai::domain::state::Channel;
 use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
 use shokai::pki::{self, PkiLayout};
-use shokai::store::{InstitutionSettings, StoreConfig};
+use shokai::store::StoreConfig;
 use shokai::tls::{Identity, load_certs, mtls_client_config};
 
 use crate::db_test;
@@ -48,24 +47,16 @@ async fn setup(url: &str) -> Env {
     let ca = std::fs::read_to_string(pki.ca_cert()).unwrap();
     for (c, endpoint) in &banks.endpoints {
         let c = code(c);
-        admin::set_institution(
+        admin::connect_push_institution(
             &gateway.store,
             &c,
-            &InstitutionSettings {
-                channel: Channel::Push,
-                endpoint_url: Some(endpoint.clone()),
-                server_ca_pem: Some(ca.clone()),
-                max_batch_size: 5,
-                max_in_flight: 2,
-                batch_max_age_ms: 100,
-                paused: false,
-            },
+            endpoint,
+            &ca,
+            &pki.bank_client(c.as_str()).0,
+            (5, 2, 100),
         )
         .await
         .unwrap();
-        admin::add_bank_certificate(&gateway.store, &c, &pki.bank_client(c.as_str()).0)
-            .await
-            .unwrap();
     }
     let token = admin::create_token(&gateway.store, Role::Caseworker, "131016", "e2e")
         .await

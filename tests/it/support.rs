@@ -2,13 +2,11 @@
 //! mock banks as a separate process.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use shokai::domain::zengin::{BranchCode, BranchRecord, InstitutionCode, InstitutionRecord};
 use shokai::store::{Store, StoreConfig};
 use sqlx::Connection;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Declares a module NAME with tests `sqlite` and `postgres`, each running
@@ -28,7 +26,10 @@ macro_rules! db_test {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 match $crate::support::postgres_db().await {
-                    Some(db) => $body(db.url.clone()).await,
+                    Some(db) => {
+                        $body(db.url.clone()).await;
+                        db.drop_postgres().await;
+                    }
                     None => eprintln!("skipped: SHOKAI_TEST_DATABASE_URL is not set"),
                 }
             }
@@ -39,6 +40,26 @@ macro_rules! db_test {
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// Drops a passed test's PostgreSQL database; a failed test's stays for
+    /// a look.
+    pub async fn drop_postgres(&self) {
+        let (Ok(base), Some((_, name))) = (
+            std::env::var("SHOKAI_TEST_DATABASE_URL"),
+            self.url.rsplit_once('/'),
+        ) else {
+            return;
+        };
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
 }
 
 pub fn sqlite_db() -> TestDb {
@@ -123,29 +144,9 @@ pub async fn start_mock_banks(pki: &Path, gateway_url: &str, banks: &[&str]) -> 
     for b in banks {
         cmd.arg("--bank").arg(format!("{b}=127.0.0.1:0"));
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn mock-banks");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut endpoints = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line == "mock-banks ready" {
-                return;
-            }
-            if let Some((c, url)) = line
-                .strip_prefix("mock-bank ")
-                .and_then(|r| r.split_once(' '))
-            {
-                endpoints.push((c.to_owned(), url.to_owned()));
-            }
-        }
-        panic!("mock-banks exited early");
-    })
-    .await
-    .expect("mock banks ready in time");
+    let (child, endpoints) = shokai::mockbank::spawn(cmd)
+        .await
+        .expect("mock banks ready");
     MockBanks {
         _child: child,
         endpoints,
