@@ -7,3 +7,4 @@ mod support;
 mod e2e;
 mod schemas;
 mod store;
+mod tls;
