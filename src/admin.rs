@@ -88,6 +88,9 @@ pub fn validate_settings(s: &InstitutionSettings) -> anyhow::Result<()> {
     if !(1..=64).contains(&s.max_in_flight) {
         anyhow::bail!("max batches in flight must be 1 to 64");
     }
+    if let Some(w) = &s.delivery_window {
+        crate::domain::window::DeliveryWindow::parse(w)?;
+    }
     if s.batch_max_age_ms < 0 {
         anyhow::bail!("batch max age must not be negative");
     }
@@ -126,6 +129,7 @@ pub async fn connect_push_institution(
             max_in_flight,
             batch_max_age_ms,
             paused: false,
+            delivery_window: None,
         },
     )
     .await?;

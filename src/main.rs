@@ -72,8 +72,8 @@ enum Command {
         /// Where banks.csv and branches.csv are.
         #[arg(long, default_value = "data/zengin")]
         directory: PathBuf,
-        #[arg(long, default_value_t = 40)]
-        subjects: usize,
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u16).range(1..=2000))]
+        subjects: u16,
         #[arg(long, default_value = "127.0.0.1:0")]
         staff_listen: SocketAddr,
         #[arg(long, default_value_t = 300)]
@@ -134,6 +134,9 @@ enum InstitutionsCommand {
         batch_max_age_ms: Option<i64>,
         #[arg(long)]
         paused: Option<bool>,
+        /// When batches may be sent (JST), e.g. "weekdays 08:00-19:00"; "always" clears it.
+        #[arg(long)]
+        delivery_window: Option<String>,
     },
     /// Register the client certificate a bank uses on the bank API.
     AddCert { code: String, cert: PathBuf },
@@ -238,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
                 work_dir,
                 directory_dir: directory,
                 exit,
-                subjects,
+                subjects: usize::from(subjects),
                 staff_listen,
                 timeout: Duration::from_secs(timeout_secs),
             })
@@ -285,6 +288,7 @@ async fn institutions(store: &Store, command: InstitutionsCommand) -> anyhow::Re
             max_in_flight,
             batch_max_age_ms,
             paused,
+            delivery_window,
         } => {
             let code = InstitutionCode::parse(&code)?;
             let current = store
@@ -308,6 +312,9 @@ async fn institutions(store: &Store, command: InstitutionsCommand) -> anyhow::Re
             s.max_in_flight = max_in_flight.unwrap_or(s.max_in_flight);
             s.batch_max_age_ms = batch_max_age_ms.unwrap_or(s.batch_max_age_ms);
             s.paused = paused.unwrap_or(s.paused);
+            if let Some(w) = delivery_window {
+                s.delivery_window = (w != "always").then_some(w);
+            }
             admin::set_institution(store, &code, &s).await?;
             println!("updated institution {code}");
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 
+use crate::domain::breaker::BreakerPolicy;
 use crate::domain::ids::BatchId;
 use crate::domain::retry::{FailureClass, RetryDecision, RetryPolicy};
 use crate::domain::time::now_millis;
@@ -28,6 +29,7 @@ pub struct EngineConfig {
     /// Batches claimed per dispatcher round.
     pub claim_limit: usize,
     pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
     /// The certificate the office presents to banks.
     pub client_identity: Identity,
 }
@@ -40,6 +42,7 @@ impl EngineConfig {
             poll_interval: Duration::from_millis(200),
             claim_limit: 32,
             retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
             client_identity,
         }
     }
@@ -120,11 +123,11 @@ pub async fn seal_due_batches(store: &Store, now: i64) -> Result<usize, StoreErr
     let mut sealed = 0;
     for inst in store.queued_institutions().await? {
         let size = inst.max_batch_size.max(1);
-        let mut remaining = inst.queued;
-        let old_enough = now - inst.oldest_created_at >= inst.batch_max_age_ms;
-        while remaining >= size || (remaining > 0 && old_enough) {
+        loop {
             let items = store.queued_for_batch(&inst.code, size).await?;
-            if items.is_empty() {
+            let Some(oldest) = items.first() else { break };
+            // A partial batch waits until its own oldest inquiry is old enough.
+            if (items.len() as i64) < size && now - oldest.queued_at < inst.batch_max_age_ms {
                 break;
             }
             let id = BatchId::generate();
@@ -142,7 +145,9 @@ pub async fn seal_due_batches(store: &Store, now: i64) -> Result<usize, StoreErr
                 }
                 Err(e) => return Err(e),
             }
-            remaining -= ids.len() as i64;
+            if (ids.len() as i64) < size {
+                break;
+            }
         }
     }
     Ok(sealed)
@@ -161,7 +166,12 @@ async fn run_dispatcher(
         let room = config.claim_limit.saturating_sub(tasks.len());
         if room > 0 {
             match store
-                .claim_due_batches(now_millis(), config.lease.as_millis() as i64, room)
+                .claim_due_batches(
+                    now_millis(),
+                    config.lease.as_millis() as i64,
+                    room,
+                    &config.breaker,
+                )
                 .await
             {
                 Ok(claimed) => {
@@ -196,6 +206,8 @@ pub async fn deliver(
     let started_at = now_millis();
     let result = clients.send(&batch).await;
     let ended_at = now_millis();
+    // What the breaker counts: did the bank itself reply (even to refuse)?
+    let bank_answered = matches!(&result, Ok(r) if FailureClass::of_http_status(r.status) != FailureClass::Retryable);
     let (finish, outcome, status, error) = judge(&batch, result, config, ended_at);
     let record = AttemptRecord {
         batch_id: batch.id.clone(),
@@ -207,11 +219,8 @@ pub async fn deliver(
         http_status: status.map(i64::from),
         error: error.clone(),
     };
-    if let Err(e) = store.record_attempt(&record).await {
-        tracing::error!(batch = %batch.id, error = %e, "could not record the delivery attempt");
-    }
     match store
-        .finish_batch(&batch.id, &batch.token, &finish, ended_at)
+        .finish_batch(&record, &finish, Some((&config.breaker, bank_answered)))
         .await
     {
         Ok(()) => tracing::info!(

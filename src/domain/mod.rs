@@ -4,6 +4,7 @@
 //! services around it (store, delivery, casework, http) only orchestrate.
 
 pub mod answer;
+pub mod breaker;
 pub mod error;
 pub mod ids;
 pub mod kana;
@@ -11,6 +12,7 @@ pub mod request;
 pub mod retry;
 pub mod state;
 pub mod time;
+pub mod window;
 pub mod zengin;
 
 pub use error::DomainError;

@@ -213,6 +213,8 @@ pub struct PlannedInquiry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InquiryForBatch {
     pub id: InquiryId,
+    /// When it was filed (ms): how long it has waited for a batch.
+    pub queued_at: i64,
     pub office: String,
     pub subject: Subject,
     pub branches: Vec<BranchCode>,

@@ -113,6 +113,8 @@ impl InquiryState {
             // A corrected answer from the bank.
             (Answered | NotFound | Refused, Answered | NotFound | Refused) => true,
             (Queued | Batched | Delivered, Failed | Cancelled) => true,
+            // An admin retries the dead batch of a failed inquiry.
+            (Failed, Batched) => true,
             _ => false,
         };
         if ok {
@@ -211,7 +213,8 @@ mod tests {
 
     proptest! {
         /// Whatever sequence is tried, a cancelled inquiry stays cancelled, a
-        /// failed one can only be answered, and an answered one stays answered.
+        /// failed one can only be answered or retried, and an answered one
+        /// stays answered.
         #[test]
         fn terminal_states_hold(steps in prop::collection::vec(any_inquiry_state(), 0..30)) {
             let mut s = InquiryState::Queued;
@@ -220,7 +223,7 @@ mod tests {
                 let before = s;
                 if let Ok(next) = s.transition(to) {
                     prop_assert!(before != InquiryState::Cancelled);
-                    prop_assert!(before != InquiryState::Failed || next.is_answer());
+                    prop_assert!(before != InquiryState::Failed || next.is_answer() || next == InquiryState::Batched);
                     s = next;
                 }
                 answered |= s.is_answer();

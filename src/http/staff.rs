@@ -21,26 +21,25 @@ use crate::store::{CaseFile, CaseRecord, InquiryView, RequestView};
 const MAX_BODY: usize = 256 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
-        .route(
-            "/healthz",
-            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-        )
-        .service(
-            web::scope("/api/v1")
-                .route("/cases", web::post().to(create_case))
-                .route("/cases/{id}", web::get().to(get_case))
-                .route("/cases/{id}/file", web::get().to(get_case_file))
-                .route("/requests", web::post().to(submit_request))
-                .route("/requests/{id}", web::get().to(get_request)),
-        )
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ))
-        }));
+    cfg.route(
+        "/healthz",
+        web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+    )
+    .service(
+        web::scope("/api/v1")
+            .route("/cases", web::post().to(create_case))
+            .route("/cases/{id}", web::get().to(get_case))
+            .route("/cases/{id}/file", web::get().to(get_case_file))
+            .route("/requests", web::post().to(submit_request))
+            .route("/requests/{id}", web::get().to(get_request)),
+    )
+    .default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ))
+    }));
 }
 
 pub(crate) fn hash_token(token: &str) -> String {
@@ -56,17 +55,39 @@ async fn actor(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> {
     let token = header.strip_prefix("Bearer ").ok_or_else(|| {
         ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
     })?;
+    let hash = hash_token(token.trim());
     let record = state
         .store
-        .token(&hash_token(token.trim()))
+        .token(&hash)
         .await
         .map_err(casework::CaseworkError::from)?
         .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
     Ok(Actor {
-        id: format!("token:{}", record.label),
+        // Labels are for people and need not be unique; the hash prefix is.
+        id: format!("token:{}:{}", &hash[..16], record.label),
         role: Role::parse(&record.role)?,
         office: record.office,
     })
+}
+
+/// Reads the body with a cap, so an oversize body gets a problem+json 413
+/// like every other error here.
+async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {MAX_BODY} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -125,9 +146,10 @@ fn case_json(c: &CaseRecord) -> Value {
 async fn create_case(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor(&req, &state).await?;
+    let body = read_body(payload).await?;
     let b: CaseBody = parse_json(&body)?;
     let subjects = b
         .subjects
@@ -206,7 +228,7 @@ struct RequestBody {
 async fn submit_request(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor(&req, &state).await?;
     let key = match req.headers().get("idempotency-key") {
@@ -226,6 +248,7 @@ async fn submit_request(
             })?)
         }
     };
+    let body = read_body(payload).await?;
     let body_hash = hex::encode(Sha256::digest(&body));
     let b: RequestBody = parse_json(&body)?;
     let case_id = CaseId::parse(&b.case_id)?;

@@ -13,6 +13,7 @@ fn d(s: &str) -> NaiveDate {
 pub(crate) fn sample_inquiry(kinds: Vec<InquiryKind>) -> InquiryForBatch {
     InquiryForBatch {
         id: InquiryId::generate(),
+        queued_at: 0,
         office: "131091".into(),
         subject: Subject {
             id: SubjectId::generate(),

@@ -24,7 +24,7 @@ impl Default for Limits {
         Self {
             max_bytes: 32 * 1024 * 1024,
             max_depth: 32,
-            max_elements: 2_000_000,
+            max_elements: 500_000,
             max_text_chars: 4096,
         }
     }
@@ -157,11 +157,20 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                         )));
                     }
                 };
+                // Checked before iterating: attribute checks are quadratic in
+                // their number, and our documents carry a few namespaces only.
+                if start.attributes_raw().len() > MAX_ATTRIBUTE_BYTES {
+                    return Err(CodecError::new(
+                        "too_large",
+                        "an element has too many attributes",
+                    ));
+                }
                 for attr in start.attributes() {
                     // Checks that attribute values carry no custom entities.
-                    attr.map_err(malformed)?.unescape_value().map_err(|e| {
+                    let value = attr.map_err(malformed)?.unescape_value().map_err(|e| {
                         CodecError::new("entity_forbidden", format!("attribute value: {e}"))
                     })?;
+                    check_chars(&value)?;
                 }
                 let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
                 stack.push(Element {
@@ -240,7 +249,25 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
     root.ok_or_else(|| malformed("the document has no root element"))
 }
 
+/// Attribute bytes one element may carry.
+const MAX_ATTRIBUTE_BYTES: usize = 2048;
+
+/// XML 1.0 allows no C0 controls but tab and line ends; a NUL would also be
+/// refused by PostgreSQL later, after the bank was told the answer was fine.
+fn check_chars(s: &str) -> Result<(), CodecError> {
+    match s.chars().find(|&c| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    }) {
+        Some(c) => Err(CodecError::new(
+            "invalid_character",
+            format!("character U+{:04X} is not allowed in XML", c as u32),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn push_text(stack: &mut [Element], s: &str, limits: &Limits) -> Result<(), CodecError> {
+    check_chars(s)?;
     match stack.last_mut() {
         Some(el) => {
             el.text.push_str(s);
@@ -364,6 +391,17 @@ mod tests {
         for (doc, code) in cases {
             assert_eq!(p(doc).unwrap_err().code, code, "{doc}");
         }
+        assert_eq!(p("<r>a\u{0}b</r>").unwrap_err().code, "invalid_character");
+        assert_eq!(p("<r>&#0;</r>").unwrap_err().code, "malformed_xml");
+        assert_eq!(p("<r>&#1;</r>").unwrap_err().code, "invalid_character");
+        let many = format!(
+            "<r {}/>",
+            (0..400)
+                .map(|i| format!("a{i}=\"\""))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert_eq!(p(&many).unwrap_err().code, "too_large");
         let deep = "<a>".repeat(40) + &"</a>".repeat(40);
         assert_eq!(p(&deep).unwrap_err().code, "too_deep");
         assert_eq!(

@@ -10,6 +10,7 @@ use super::{
 use crate::domain::answer::{Account, AccountType, Answer, OtherHolding, Outcome, Transaction};
 use crate::domain::ids::{CaseId, InquiryId, SubjectId};
 use crate::domain::state::InquiryState;
+use crate::domain::time::jst_date;
 use crate::domain::zengin::{BranchCode, InstitutionCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,19 +104,23 @@ impl Store {
             _ => {}
         }
         let new_state = answer.outcome.state();
-        if revision > 0 {
-            let current = q(
-                "SELECT content_hash FROM answers WHERE inquiry_id = $1 AND revision = $2"
-                    .to_owned(),
-            )
-            .bind(answer.inquiry_id.as_str().to_owned())
-            .bind(revision)
-            .fetch_one(&mut *tx)
-            .await?;
-            if get_str(&current, "content_hash")? == answer.outcome.content_hash() {
-                tx.rollback().await?;
-                return Ok(ApplyOutcome::Duplicate);
-            }
+        // A resend of any answer already stored (the bank's same message,
+        // same content) is a duplicate, even after a later correction: an
+        // old answer arriving late must not undo the correction.
+        let same = q(
+            "SELECT revision FROM answers WHERE inquiry_id = $1 AND content_hash = $2 \
+               AND (response_id = $3 OR revision = $4)"
+                .to_owned(),
+        )
+        .bind(answer.inquiry_id.as_str().to_owned())
+        .bind(answer.outcome.content_hash())
+        .bind(answer.response_id.clone())
+        .bind(revision)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if same.is_some() {
+            tx.rollback().await?;
+            return Ok(ApplyOutcome::Duplicate);
         }
         if let Err(e) = state.transition(new_state) {
             return Ok(reject("illegal_transition", e.message));
@@ -201,7 +206,7 @@ impl Store {
         }
         q("INSERT INTO case_file_entries (case_id, inquiry_id, answer_id, created_at) VALUES ($1, $2, $3, $4)"
             .to_owned())
-        .bind(case_id)
+        .bind(case_id.clone())
         .bind(answer.inquiry_id.as_str().to_owned())
         .bind(answer_id)
         .bind(now)
@@ -216,6 +221,27 @@ impl Store {
         .bind(format!("answer revision {new_revision}"))
         .execute(&mut *tx)
         .await?;
+        // An answer after the case was decided does not change the decision
+        // silently: it raises a reopen alert for the caseworker.
+        let decided = q("SELECT decision_date FROM cases WHERE id = $1".to_owned())
+            .bind(case_id.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(decision) = get_opt_date(&decided, "decision_date")?
+            && jst_date(now) > decision
+        {
+            q("INSERT INTO case_alerts (case_id, kind, inquiry_id, detail, created_at) VALUES ($1, 'reopen', $2, $3, $4)"
+                .to_owned())
+            .bind(case_id.clone())
+            .bind(answer.inquiry_id.as_str().to_owned())
+            .bind(format!(
+                "institution {institution} answered ({}) after the decision of {decision}",
+                new_state.as_str()
+            ))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         let done = q(
             "UPDATE inquiries SET state = $1, answer_revision = $2, updated_at = $3 \
                WHERE id = $4 AND answer_revision = $5"

@@ -32,6 +32,18 @@ pub struct CaseRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub id: i64,
+    /// `reopen`: an answer came after the case's decision date.
+    pub kind: String,
+    pub inquiry_id: Option<InquiryId>,
+    pub detail: String,
+    pub created_at: i64,
+    pub acknowledged_at: Option<i64>,
+    pub acknowledged_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestView {
     pub id: RequestId,
     pub case_id: CaseId,
@@ -422,6 +434,114 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The case an inquiry belongs to (for office checks before acting on it).
+    pub async fn inquiry_case(&self, id: &InquiryId) -> Result<Option<CaseId>> {
+        let row = q("SELECT case_id FROM inquiries WHERE id = $1".to_owned())
+            .bind(id.as_str().to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(CaseId::from_trusted(get_str(&r, "case_id")?)))
+            .transpose()
+    }
+
+    /// Cancels inquiries that are not final yet; returns how many changed.
+    /// An answered inquiry stays answered: cancelling it is a conflict.
+    pub async fn cancel_inquiries(
+        &self,
+        ids: &[InquiryId],
+        reason: &str,
+        now: i64,
+    ) -> Result<usize> {
+        let mut tx = self.begin().await?;
+        let mut cancelled = 0;
+        for id in ids {
+            let Some(row) = q(format!(
+                "SELECT state FROM inquiries WHERE id = $1{}",
+                self.dialect.for_update()
+            ))
+            .bind(id.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Err(StoreError::NotFound(format!("inquiry {id}")));
+            };
+            let state = InquiryState::parse(&get_str(&row, "state")?)?;
+            if state == InquiryState::Cancelled {
+                continue;
+            }
+            state
+                .transition(InquiryState::Cancelled)
+                .map_err(|e| StoreError::Conflict(format!("inquiry {id}: {}", e.message)))?;
+            q("UPDATE inquiries SET state = 'cancelled', failure_reason = $1, updated_at = $2 WHERE id = $3".to_owned())
+                .bind(reason.to_owned())
+                .bind(now)
+                .bind(id.as_str().to_owned())
+                .execute(&mut *tx)
+                .await?;
+            q("INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) VALUES ($1, $2, $3, 'cancelled', $4)"
+                .to_owned())
+            .bind(id.as_str().to_owned())
+            .bind(now)
+            .bind(state.as_str())
+            .bind(reason.to_owned())
+            .execute(&mut *tx)
+            .await?;
+            cancelled += 1;
+        }
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    pub async fn case_alerts(&self, case: &CaseId) -> Result<Vec<AlertRecord>> {
+        let rows = q(
+            "SELECT id, kind, inquiry_id, detail, created_at, acknowledged_at, acknowledged_by \
+               FROM case_alerts WHERE case_id = $1 ORDER BY id"
+                .to_owned(),
+        )
+        .bind(case.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRecord {
+                    id: get_i64(r, "id")?,
+                    kind: get_str(r, "kind")?,
+                    inquiry_id: get_opt_str(r, "inquiry_id")?.map(InquiryId::from_trusted),
+                    detail: get_str(r, "detail")?,
+                    created_at: get_i64(r, "created_at")?,
+                    acknowledged_at: get_opt_i64(r, "acknowledged_at")?,
+                    acknowledged_by: get_opt_str(r, "acknowledged_by")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn acknowledge_alert(
+        &self,
+        case: &CaseId,
+        alert: i64,
+        actor: &str,
+        now: i64,
+    ) -> Result<()> {
+        let done = q(
+            "UPDATE case_alerts SET acknowledged_at = $1, acknowledged_by = $2 \
+               WHERE id = $3 AND case_id = $4 AND acknowledged_at IS NULL"
+                .to_owned(),
+        )
+        .bind(now)
+        .bind(actor.to_owned())
+        .bind(alert)
+        .bind(case.as_str().to_owned())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "open alert {alert} on case {case}"
+            )));
+        }
+        Ok(())
     }
 
     /// Inquiry counts per state, over the given requests or all.

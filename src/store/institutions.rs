@@ -25,6 +25,9 @@ pub struct InstitutionSettings {
     pub max_in_flight: i64,
     pub batch_max_age_ms: i64,
     pub paused: bool,
+    /// When batches may be sent, e.g. `weekdays 08:00-19:00` (JST); always
+    /// when absent.
+    pub delivery_window: Option<String>,
 }
 
 impl Default for InstitutionSettings {
@@ -37,12 +40,13 @@ impl Default for InstitutionSettings {
             max_in_flight: 2,
             batch_max_age_ms: 2000,
             paused: false,
+            delivery_window: None,
         }
     }
 }
 
 const INSTITUTION_COLUMNS: &str = "code, name, kana, channel, endpoint_url, server_ca_pem, \
-     max_batch_size, max_in_flight, batch_max_age_ms, paused";
+     max_batch_size, max_in_flight, batch_max_age_ms, paused, delivery_window";
 
 fn institution_from_row(row: &AnyRow) -> Result<Institution> {
     Ok(Institution {
@@ -57,6 +61,7 @@ fn institution_from_row(row: &AnyRow) -> Result<Institution> {
             max_in_flight: get_i64(row, "max_in_flight")?,
             batch_max_age_ms: get_i64(row, "batch_max_age_ms")?,
             paused: get_i64(row, "paused")? != 0,
+            delivery_window: get_opt_str(row, "delivery_window")?,
         },
     })
 }
@@ -144,7 +149,7 @@ impl Store {
         let done = q(
             "UPDATE institutions SET channel = $1, endpoint_url = $2, server_ca_pem = $3, \
                max_batch_size = $4, max_in_flight = $5, batch_max_age_ms = $6, paused = $7, \
-               updated_at = $8 WHERE code = $9"
+               updated_at = $8, delivery_window = $10 WHERE code = $9"
                 .to_owned(),
         )
         .bind(s.channel.as_str())
@@ -156,8 +161,24 @@ impl Store {
         .bind(i64::from(s.paused))
         .bind(now_millis())
         .bind(code.as_str().to_owned())
+        .bind(s.delivery_window.clone())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("institution {code}")));
+        }
+        Ok(())
+    }
+
+    /// Pauses or resumes delivery to one institution (an admin's switch).
+    pub async fn set_paused(&self, code: &InstitutionCode, paused: bool) -> Result<()> {
+        let done =
+            q("UPDATE institutions SET paused = $1, updated_at = $2 WHERE code = $3".to_owned())
+                .bind(i64::from(paused))
+                .bind(now_millis())
+                .bind(code.as_str().to_owned())
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("institution {code}")));
         }

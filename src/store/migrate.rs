@@ -14,12 +14,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "breaker_window_alerts",
+        sqlite: include_str!("../../migrations/sqlite/0002_breaker_window_alerts.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_breaker_window_alerts.sql"),
+    },
+];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).
 const PG_MIGRATION_LOCK: i64 = 0x5348_4f4b_4149;

@@ -19,7 +19,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount};
-pub use cases::{CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord};
+pub use cases::{AlertRecord, CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord};
 pub use institutions::{Institution, InstitutionSettings};
 pub use queue::{
     AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueStats, QueuedInstitution,

@@ -10,10 +10,12 @@ use super::{
     Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, placeholders, q,
 };
+use crate::domain::breaker::{Admission, BreakerPolicy, BreakerState};
 use crate::domain::ids::{BatchId, ClaimToken, InquiryId, SubjectId};
 use crate::domain::kana::KanaName;
 use crate::domain::request::{InquiryForBatch, Period, Subject, kinds_from_text};
-use crate::domain::state::BatchState;
+use crate::domain::state::{BatchState, InquiryState};
+use crate::domain::window::DeliveryWindow;
 use crate::domain::zengin::InstitutionCode;
 
 #[derive(Debug, Clone)]
@@ -83,6 +85,72 @@ fn due(now: &str) -> String {
     )
 }
 
+async fn insert_attempt(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    a: &AttemptRecord,
+) -> Result<()> {
+    q(
+        "INSERT INTO delivery_attempts (batch_id, attempt_no, claim_token, started_at, ended_at, \
+       duration_ms, outcome, http_status, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            .to_owned(),
+    )
+    .bind(a.batch_id.as_str().to_owned())
+    .bind(a.attempt_no)
+    .bind(a.token.as_str().to_owned())
+    .bind(a.started_at)
+    .bind(a.ended_at)
+    .bind(a.ended_at - a.started_at)
+    .bind(a.outcome.clone())
+    .bind(a.http_status)
+    .bind(a.error.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// History rows for inquiries that just moved `from` → `to`. Written from
+/// the ids an `UPDATE … RETURNING` changed, so history never claims a move
+/// that a concurrent writer made impossible.
+pub(super) async fn insert_events(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ids: &[String],
+    now: i64,
+    from: InquiryState,
+    to: InquiryState,
+    detail: Option<&str>,
+) -> Result<()> {
+    for chunk in ids.chunks(200) {
+        let values = (0..chunk.len())
+            .map(|i| format!("(${}, $1, $2, $3, $4)", i + 5))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut query = q(format!(
+            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) VALUES {values}"
+        ))
+        .bind(now)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(detail.map(str::to_owned));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn batch_from_row(r: &sqlx::any::AnyRow) -> Result<BatchRow> {
+    Ok(BatchRow {
+        id: BatchId::from_trusted(get_str(r, "id")?),
+        institution: InstitutionCode::from_trusted(get_str(r, "institution_code")?),
+        state: BatchState::parse(&get_str(r, "state")?)?,
+        inquiry_count: get_i64(r, "inquiry_count")?,
+        attempts: get_i64(r, "attempts")?,
+        next_attempt_at: get_i64(r, "next_attempt_at")?,
+        last_error: get_opt_str(r, "last_error")?,
+    })
+}
+
 impl Store {
     /// Institutions with queued inquiries, with what the batcher needs to
     /// decide whether to seal a batch now.
@@ -117,7 +185,7 @@ impl Store {
         institution: &InstitutionCode,
         limit: i64,
     ) -> Result<Vec<InquiryForBatch>> {
-        let rows = q("SELECT i.id, i.branches, i.due_date, r.kinds, r.reference_date, r.period_from, \
+        let rows = q("SELECT i.id, i.created_at, i.branches, i.due_date, r.kinds, r.reference_date, r.period_from, \
                r.period_to, r.legal_basis, c.office, s.id AS subject_id, s.kana_name, s.kanji_name, \
                s.birth_date, s.postal_code, s.address, s.former_kana_names \
                FROM inquiries i JOIN requests r ON r.id = i.request_id \
@@ -140,6 +208,7 @@ impl Store {
                 };
                 Ok(InquiryForBatch {
                     id: InquiryId::from_trusted(get_str(r, "id")?),
+                    queued_at: get_i64(r, "created_at")?,
                     office: get_str(r, "office")?,
                     subject: Subject {
                         id: SubjectId::from_trusted(get_str(r, "subject_id")?),
@@ -191,33 +260,37 @@ impl Store {
         .await?;
         for chunk in inquiries.chunks(500) {
             let ids = placeholders(2, chunk.len());
-            let mut events = q(format!(
-                "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-                 SELECT id, $1, 'queued', 'batched', $2 FROM inquiries \
-                 WHERE state = 'queued' AND id IN ({ids})"
-            ))
-            .bind(now)
-            .bind(id.as_str().to_owned());
             let mut update = q(format!(
                 "UPDATE inquiries SET state = 'batched', batch_id = $2, updated_at = $1 \
-                 WHERE state = 'queued' AND id IN ({ids})"
+                 WHERE state = 'queued' AND id IN ({ids}) RETURNING id"
             ))
             .bind(now)
             .bind(id.as_str().to_owned());
             for i in chunk {
-                events = events.bind(i.as_str().to_owned());
                 update = update.bind(i.as_str().to_owned());
             }
-            events.execute(&mut *tx).await?;
-            let done = update.execute(&mut *tx).await?;
-            if done.rows_affected() != chunk.len() as u64 {
+            let moved = update.fetch_all(&mut *tx).await?;
+            if moved.len() != chunk.len() {
                 tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
                     "{} of {} inquiries for batch {id} were no longer queued",
-                    chunk.len() as u64 - done.rows_affected(),
+                    chunk.len() - moved.len(),
                     chunk.len()
                 )));
             }
+            let moved = moved
+                .iter()
+                .map(|r| get_str(r, "id"))
+                .collect::<Result<Vec<_>>>()?;
+            insert_events(
+                &mut tx,
+                &moved,
+                now,
+                InquiryState::Queued,
+                InquiryState::Batched,
+                Some(id.as_str()),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -231,6 +304,7 @@ impl Store {
         now: i64,
         lease_ms: i64,
         limit: usize,
+        breaker: &BreakerPolicy,
     ) -> Result<Vec<ClaimedBatch>> {
         let candidates = q(format!(
             "SELECT DISTINCT b.institution_code FROM batches b \
@@ -249,7 +323,7 @@ impl Store {
             let code = get_str(&c, "institution_code")?;
             let room = (limit - claimed.len()) as i64;
             claimed.extend(
-                self.claim_for_institution(&code, now, lease_ms, room)
+                self.claim_for_institution(&code, now, lease_ms, room, breaker)
                     .await?,
             );
         }
@@ -262,13 +336,14 @@ impl Store {
         now: i64,
         lease_ms: i64,
         room: i64,
+        breaker: &BreakerPolicy,
     ) -> Result<Vec<ClaimedBatch>> {
         let mut tx = self.begin().await?;
         // Locking the institution row serialises claimers of one institution
         // on PostgreSQL, so two gateways cannot both fill its last slot.
         let Some(inst) = q(format!(
-            "SELECT max_in_flight, endpoint_url, server_ca_pem, paused, channel \
-             FROM institutions WHERE code = $1{}",
+            "SELECT max_in_flight, endpoint_url, server_ca_pem, paused, channel, delivery_window, \
+             consecutive_failures, breaker_open_until FROM institutions WHERE code = $1{}",
             self.dialect.for_update()
         ))
         .bind(code.to_owned())
@@ -280,6 +355,23 @@ impl Store {
         if get_i64(&inst, "paused")? != 0 || get_str(&inst, "channel")? != "push" {
             return Ok(Vec::new());
         }
+        if let Some(window) = get_opt_str(&inst, "delivery_window")? {
+            // A window that no longer parses sends nothing rather than
+            // sending at the wrong hour; settings are validated on the way in.
+            match DeliveryWindow::parse(&window) {
+                Ok(w) if w.is_open(now) => {}
+                _ => return Ok(Vec::new()),
+            }
+        }
+        let breaker_state = BreakerState {
+            consecutive_failures: get_i64(&inst, "consecutive_failures")?,
+            open_until: get_opt_i64(&inst, "breaker_open_until")?,
+        };
+        let probing = match breaker.admission(breaker_state, now) {
+            Admission::Blocked { .. } => return Ok(Vec::new()),
+            Admission::Probe => true,
+            Admission::Normal => false,
+        };
         let active = q("SELECT COUNT(*) AS n FROM batches \
                WHERE institution_code = $1 AND state = 'in_flight' AND lease_until >= $2"
             .to_owned())
@@ -287,7 +379,10 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let free = (get_i64(&inst, "max_in_flight")? - get_i64(&active, "n")?).min(room);
+        let mut free = (get_i64(&inst, "max_in_flight")? - get_i64(&active, "n")?).min(room);
+        if probing {
+            free = free.min(1);
+        }
         if free <= 0 {
             return Ok(Vec::new());
         }
@@ -332,38 +427,38 @@ impl Store {
                 server_ca_pem: server_ca_pem.clone(),
             });
         }
+        if probing && !claimed.is_empty() {
+            let shut = breaker.while_probing(now, lease_ms);
+            q("UPDATE institutions SET breaker_open_until = $1 WHERE code = $2".to_owned())
+                .bind(shut.open_until)
+                .bind(code.to_owned())
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(
+                institution = code,
+                "circuit half-open: sending one probe batch"
+            );
+        }
         tx.commit().await?;
         Ok(claimed)
     }
 
-    pub async fn record_attempt(&self, a: &AttemptRecord) -> Result<()> {
-        q("INSERT INTO delivery_attempts (batch_id, attempt_no, claim_token, started_at, ended_at, \
-           duration_ms, outcome, http_status, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            .to_owned())
-        .bind(a.batch_id.as_str().to_owned())
-        .bind(a.attempt_no)
-        .bind(a.token.as_str().to_owned())
-        .bind(a.started_at)
-        .bind(a.ended_at)
-        .bind(a.ended_at - a.started_at)
-        .bind(a.outcome.clone())
-        .bind(a.http_status)
-        .bind(a.error.clone())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Ends a claim. Fails with `LostLease`, changing nothing, if the token
-    /// is no longer the batch's claim.
+    /// Ends a claim and records its attempt, in one transaction. Fails with
+    /// `LostLease`, changing nothing but the attempt row (a try did happen),
+    /// if the token is no longer the batch's claim.
+    ///
+    /// `breaker` carries the policy and whether the bank itself replied (a
+    /// receipt or a clear refusal) — what the circuit breaker counts — as
+    /// opposed to a transport failure or a 5xx.
     pub async fn finish_batch(
         &self,
-        id: &BatchId,
-        token: &ClaimToken,
+        attempt: &AttemptRecord,
         finish: &BatchFinish,
-        now: i64,
+        breaker: Option<(&BreakerPolicy, bool)>,
     ) -> Result<()> {
+        let (id, now) = (&attempt.batch_id, attempt.ended_at);
         let mut tx = self.begin().await?;
+        insert_attempt(&mut tx, attempt).await?;
         let (state, next_at, error) = match finish {
             BatchFinish::Acknowledged => (BatchState::Acknowledged, None, None),
             BatchFinish::RetryAt { at, error } => (BatchState::RetryWait, Some(*at), Some(error)),
@@ -372,7 +467,8 @@ impl Store {
         let done = q(
             "UPDATE batches SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
                last_error = $3, acknowledged_at = $4, claim_token = NULL, lease_until = NULL, \
-               updated_at = $5 WHERE id = $6 AND claim_token = $7 AND state = 'in_flight'"
+               updated_at = $5 WHERE id = $6 AND claim_token = $7 AND state = 'in_flight' \
+               RETURNING institution_code"
                 .to_owned(),
         )
         .bind(state.as_str())
@@ -381,41 +477,92 @@ impl Store {
         .bind((state == BatchState::Acknowledged).then_some(now))
         .bind(now)
         .bind(id.as_str().to_owned())
-        .bind(token.as_str().to_owned())
-        .execute(&mut *tx)
+        .bind(attempt.token.as_str().to_owned())
+        .fetch_optional(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
+        let Some(done) = done else {
+            // Keep the attempt row: the try happened, only its verdict is void.
+            tx.commit().await?;
             return Err(StoreError::LostLease(id.to_string()));
+        };
+        if let Some((policy, bank_answered)) = breaker {
+            let code = get_str(&done, "institution_code")?;
+            self.update_breaker(&mut tx, &code, policy, bank_answered, now)
+                .await?;
         }
         let inquiry_state = match finish {
-            BatchFinish::Acknowledged => Some("delivered"),
-            BatchFinish::Dead { .. } => Some("failed"),
+            BatchFinish::Acknowledged => Some(InquiryState::Delivered),
+            BatchFinish::Dead { .. } => Some(InquiryState::Failed),
             BatchFinish::RetryAt { .. } => None,
         };
         if let Some(to) = inquiry_state {
-            q("INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-               SELECT id, $1, 'batched', $2, $3 FROM inquiries WHERE batch_id = $4 AND state = 'batched'"
-                .to_owned())
-            .bind(now)
-            .bind(to)
-            .bind(error.cloned())
-            .bind(id.as_str().to_owned())
-            .execute(&mut *tx)
-            .await?;
-            q(
+            let moved = q(
                 "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-               WHERE batch_id = $4 AND state = 'batched'"
+                   WHERE batch_id = $4 AND state = 'batched' RETURNING id"
                     .to_owned(),
             )
-            .bind(to)
+            .bind(to.as_str())
             .bind(error.cloned())
             .bind(now)
             .bind(id.as_str().to_owned())
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
+            .await?;
+            let ids = moved
+                .iter()
+                .map(|r| get_str(r, "id"))
+                .collect::<Result<Vec<_>>>()?;
+            insert_events(
+                &mut tx,
+                &ids,
+                now,
+                InquiryState::Batched,
+                to,
+                error.map(String::as_str),
+            )
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_breaker(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        code: &str,
+        policy: &BreakerPolicy,
+        bank_answered: bool,
+        now: i64,
+    ) -> Result<()> {
+        let row = q(format!(
+            "SELECT consecutive_failures, breaker_open_until FROM institutions WHERE code = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(code.to_owned())
+        .fetch_one(&mut **tx)
+        .await?;
+        let before = BreakerState {
+            consecutive_failures: get_i64(&row, "consecutive_failures")?,
+            open_until: get_opt_i64(&row, "breaker_open_until")?,
+        };
+        let after = policy.after_attempt(before, bank_answered, now);
+        if after == before {
+            return Ok(());
+        }
+        q("UPDATE institutions SET consecutive_failures = $1, breaker_open_until = $2 WHERE code = $3".to_owned())
+            .bind(after.consecutive_failures)
+            .bind(after.open_until)
+            .bind(code.to_owned())
+            .execute(&mut **tx)
+            .await?;
+        if after.open_until.is_some() && before.open_until.is_none() {
+            tracing::warn!(
+                institution = code,
+                failures = after.consecutive_failures,
+                "circuit opened"
+            );
+        } else if after.open_until.is_none() && before.open_until.is_some() {
+            tracing::info!(institution = code, "circuit closed");
+        }
         Ok(())
     }
 
@@ -428,18 +575,61 @@ impl Store {
         .bind(id.as_str().to_owned())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(BatchRow {
-                id: BatchId::from_trusted(get_str(&r, "id")?),
-                institution: InstitutionCode::from_trusted(get_str(&r, "institution_code")?),
-                state: BatchState::parse(&get_str(&r, "state")?)?,
-                inquiry_count: get_i64(&r, "inquiry_count")?,
-                attempts: get_i64(&r, "attempts")?,
-                next_attempt_at: get_i64(&r, "next_attempt_at")?,
-                last_error: get_opt_str(&r, "last_error")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(batch_from_row).transpose()
+    }
+
+    /// Sends a dead batch again from scratch: its retry count restarts and
+    /// its failed inquiries go back to batched. History stays.
+    pub async fn retry_dead_batch(&self, id: &BatchId, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = q("UPDATE batches SET state = 'retry_wait', next_attempt_at = $1, attempts = 0, \
+               first_attempt_at = NULL, last_error = NULL, updated_at = $1 WHERE id = $2 AND state = 'dead'"
+            .to_owned())
+        .bind(now)
+        .bind(id.as_str().to_owned())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("dead batch {id}")));
+        }
+        let moved = q(
+            "UPDATE inquiries SET state = 'batched', failure_reason = NULL, updated_at = $1 \
+               WHERE batch_id = $2 AND state = 'failed' RETURNING id"
+                .to_owned(),
+        )
+        .bind(now)
+        .bind(id.as_str().to_owned())
+        .fetch_all(&mut *tx)
+        .await?;
+        let moved = moved
+            .iter()
+            .map(|r| get_str(r, "id"))
+            .collect::<Result<Vec<_>>>()?;
+        insert_events(
+            &mut tx,
+            &moved,
+            now,
+            InquiryState::Failed,
+            InquiryState::Batched,
+            Some("retried by an admin"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Batches in one state, oldest first (the admin's view of the queue).
+    pub async fn batches_in_state(&self, state: BatchState, limit: i64) -> Result<Vec<BatchRow>> {
+        let rows = q(
+            "SELECT id, institution_code, state, inquiry_count, attempts, next_attempt_at, \
+               last_error FROM batches WHERE state = $1 ORDER BY created_at, id LIMIT $2"
+                .to_owned(),
+        )
+        .bind(state.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_from_row).collect()
     }
 
     pub async fn queue_stats(&self) -> Result<QueueStats> {

@@ -44,6 +44,7 @@ fn emitted_documents_validate_and_broken_ones_do_not() {
     let inquiry =
         |kinds: Vec<InquiryKind>, branches: Vec<&str>, kanji: Option<&str>| InquiryForBatch {
             id: InquiryId::generate(),
+            queued_at: 0,
             office: "131016".into(),
             subject: Subject {
                 id: SubjectId::generate(),

@@ -4,12 +4,15 @@
 use chrono::NaiveDate;
 use shokai::delivery::seal_due_batches;
 use shokai::domain::answer::{Account, AccountType, Answer, Outcome};
-use shokai::domain::ids::ClaimToken;
+use shokai::domain::breaker::BreakerPolicy;
+use shokai::domain::ids::{BatchId, ClaimToken};
 use shokai::domain::request::{NewCase, Request, RequestInput, SubjectInput, Target};
 use shokai::domain::state::{BatchState, Channel, InquiryKind, InquiryState};
 use shokai::domain::time::now_millis;
 use shokai::domain::zengin::BranchCode;
-use shokai::store::{ApplyOutcome, BatchFinish, InstitutionSettings, Store, StoreError};
+use shokai::store::{
+    ApplyOutcome, AttemptRecord, BatchFinish, InstitutionSettings, Store, StoreError,
+};
 
 use crate::db_test;
 use crate::support::{code, import_small_directory, open};
@@ -76,10 +79,24 @@ async fn make_push(store: &Store, bank: &str, max_batch: i64) {
                 max_in_flight: 1,
                 batch_max_age_ms: 0,
                 paused: false,
+                delivery_window: None,
             },
         )
         .await
         .unwrap();
+}
+
+fn attempt(batch: &BatchId, token: &ClaimToken, at: i64) -> AttemptRecord {
+    AttemptRecord {
+        batch_id: batch.clone(),
+        attempt_no: 1,
+        token: token.clone(),
+        started_at: at,
+        ended_at: at,
+        outcome: "test".into(),
+        http_status: None,
+        error: None,
+    }
 }
 
 fn found(inquiry: &shokai::domain::ids::InquiryId, balance: i64) -> Answer {
@@ -120,13 +137,16 @@ async fn queue_flow(url: String) {
 
     // max_in_flight = 1: one claim at a time.
     let now = now_millis();
-    let claimed = store.claim_due_batches(now, 1000, 10).await.unwrap();
+    let claimed = store
+        .claim_due_batches(now, 1000, 10, &BreakerPolicy::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     let first = claimed[0].clone();
     assert_eq!(first.attempt, 1);
     assert!(
         store
-            .claim_due_batches(now, 1000, 10)
+            .claim_due_batches(now, 1000, 10, &BreakerPolicy::default())
             .await
             .unwrap()
             .is_empty()
@@ -134,7 +154,10 @@ async fn queue_flow(url: String) {
 
     // The lease expires; another worker reclaims the batch with a new token.
     let later = now + 2000;
-    let reclaimed = store.claim_due_batches(later, 60_000, 10).await.unwrap();
+    let reclaimed = store
+        .claim_due_batches(later, 60_000, 10, &BreakerPolicy::default())
+        .await
+        .unwrap();
     assert_eq!(reclaimed.len(), 1);
     assert_eq!(reclaimed[0].id, first.id);
     assert_eq!(reclaimed[0].attempt, 2);
@@ -145,15 +168,18 @@ async fn queue_flow(url: String) {
 
     // The stale worker's update changes nothing.
     let stale = store
-        .finish_batch(&first.id, &first.token, &BatchFinish::Acknowledged, later)
+        .finish_batch(
+            &attempt(&first.id, &first.token, later),
+            &BatchFinish::Acknowledged,
+            None,
+        )
         .await;
     assert!(matches!(stale, Err(StoreError::LostLease(_))), "{stale:?}");
     let bogus = store
         .finish_batch(
-            &first.id,
-            &ClaimToken::generate(),
+            &attempt(&first.id, &ClaimToken::generate(), later),
             &BatchFinish::Acknowledged,
-            later,
+            None,
         )
         .await;
     assert!(matches!(bogus, Err(StoreError::LostLease(_))));
@@ -166,13 +192,12 @@ async fn queue_flow(url: String) {
     let holder = &reclaimed[0];
     store
         .finish_batch(
-            &holder.id,
-            &holder.token,
+            &attempt(&holder.id, &holder.token, later),
             &BatchFinish::RetryAt {
                 at: later + 5000,
                 error: "HTTP 503".into(),
             },
-            later,
+            None,
         )
         .await
         .unwrap();
@@ -184,16 +209,15 @@ async fn queue_flow(url: String) {
     // The other, older sealed batch goes first; one in flight at a time.
     for _ in 0..2 {
         let c = store
-            .claim_due_batches(later + 5000, 60_000, 10)
+            .claim_due_batches(later + 5000, 60_000, 10, &BreakerPolicy::default())
             .await
             .unwrap();
         assert_eq!(c.len(), 1);
         store
             .finish_batch(
-                &c[0].id,
-                &c[0].token,
+                &attempt(&c[0].id, &c[0].token, later + 5001),
                 &BatchFinish::Acknowledged,
-                later + 5001,
+                None,
             )
             .await
             .unwrap();
@@ -204,7 +228,7 @@ async fn queue_flow(url: String) {
     );
     assert!(
         store
-            .claim_due_batches(later + 10_000, 60_000, 10)
+            .claim_due_batches(later + 10_000, 60_000, 10, &BreakerPolicy::default())
             .await
             .unwrap()
             .is_empty()
@@ -280,18 +304,17 @@ async fn dead_batches_fail_their_inquiries(url: String) {
     let request = file_request(&store, 2, &["0005"]).await;
     seal_due_batches(&store, now_millis() + 1).await.unwrap();
     let claimed = store
-        .claim_due_batches(now_millis(), 60_000, 10)
+        .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())
         .await
         .unwrap();
     let b = &claimed[0];
     store
         .finish_batch(
-            &b.id,
-            &b.token,
+            &attempt(&b.id, &b.token, now_millis()),
             &BatchFinish::Dead {
                 reason: "rejected by the bank: INST".into(),
             },
-            now_millis(),
+            None,
         )
         .await
         .unwrap();
@@ -315,7 +338,7 @@ async fn migrations_are_idempotent(url: String) {
     store.migrate().await.unwrap();
     assert_eq!(
         store.applied_migrations().await.unwrap(),
-        vec![Store::latest_migration()]
+        (1..=Store::latest_migration()).collect::<Vec<_>>()
     );
     store.close().await;
 }
