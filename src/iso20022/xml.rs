@@ -5,9 +5,9 @@
 
 use std::borrow::Cow;
 
-use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
+use quick_xml::{NsReader, XmlVersion};
 
 use super::CodecError;
 
@@ -148,13 +148,10 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                     ));
                 }
                 let ns = match ns {
-                    ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
+                    ResolveResult::Bound(n) => n.0.to_owned(),
                     ResolveResult::Unbound => String::new(),
                     ResolveResult::Unknown(p) => {
-                        return Err(malformed(format!(
-                            "unknown namespace prefix '{}'",
-                            String::from_utf8_lossy(&p)
-                        )));
+                        return Err(malformed(format!("unknown namespace prefix '{p}'")));
                     }
                 };
                 // Checked before iterating: attribute checks are quadratic in
@@ -167,12 +164,15 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                 }
                 for attr in start.attributes() {
                     // Checks that attribute values carry no custom entities.
-                    let value = attr.map_err(malformed)?.unescape_value().map_err(|e| {
-                        CodecError::new("entity_forbidden", format!("attribute value: {e}"))
-                    })?;
+                    let value = attr
+                        .map_err(malformed)?
+                        .normalized_value(XmlVersion::Explicit1_0)
+                        .map_err(|e| {
+                            CodecError::new("entity_forbidden", format!("attribute value: {e}"))
+                        })?;
                     check_chars(&value)?;
                 }
-                let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                let name = start.local_name().into_inner().to_owned();
                 stack.push(Element {
                     ns,
                     name,
@@ -188,11 +188,11 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                 }
             }
             Event::Text(t) => {
-                let s = t.decode().map_err(malformed)?;
+                let s = t.xml10_content();
                 push_text(&mut stack, &s, limits)?;
             }
             Event::CData(c) => {
-                let s = c.decode().map_err(malformed)?;
+                let s = c.xml10_content();
                 push_text(&mut stack, &s, limits)?;
             }
             Event::GeneralRef(r) => {
@@ -200,7 +200,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                     if let Some(ch) = r.resolve_char_ref().map_err(malformed)? {
                         Cow::Owned(ch.to_string())
                     } else {
-                        match r.decode().map_err(malformed)?.as_ref() {
+                        match r.xml10_content().as_ref() {
                             "lt" => "<".into(),
                             "gt" => ">".into(),
                             "amp" => "&".into(),
@@ -231,7 +231,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
             Event::Decl(decl) => {
                 if let Some(enc) = decl.encoding() {
                     let enc = enc.map_err(malformed)?;
-                    if !enc.eq_ignore_ascii_case(b"utf-8") {
+                    if !enc.eq_ignore_ascii_case("utf-8") {
                         return Err(CodecError::new(
                             "invalid_utf8",
                             "only UTF-8 documents are accepted",
