@@ -133,6 +133,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         tls: TlsFiles::from_pki_dir(&pki_dir),
         workers: 2,
         run_engine: true,
+        serve_api: true,
+        shutdown_grace: std::time::Duration::from_secs(10),
     })
     .await?;
     let store = gateway.store.clone();

@@ -49,15 +49,22 @@ pub struct GatewayConfig {
     pub bank_listen: SocketAddr,
     pub tls: TlsFiles,
     pub workers: usize,
+    /// Run the batcher and dispatcher in this process.
     pub run_engine: bool,
+    /// Serve the staff and bank APIs from this process. Several processes
+    /// can split the roles over one PostgreSQL database.
+    pub serve_api: bool,
+    /// How long a stopping engine waits for deliveries under way.
+    pub shutdown_grace: std::time::Duration,
 }
 
 pub struct Gateway {
     pub store: Store,
-    pub staff_addr: SocketAddr,
-    pub bank_addr: SocketAddr,
+    /// None when this process does not serve the APIs.
+    pub staff_addr: Option<SocketAddr>,
+    pub bank_addr: Option<SocketAddr>,
     engine: Option<Engine>,
-    servers: Servers,
+    servers: Option<Servers>,
 }
 
 impl Gateway {
@@ -80,41 +87,55 @@ impl Gateway {
         )?;
         let client = Identity::load(&t.client_cert, &t.client_key)?;
         let wake = Arc::new(Notify::new());
-        let engine = config
-            .run_engine
-            .then(|| Engine::start(store.clone(), EngineConfig::new(client), wake.clone()));
-        let servers = http::start(
-            AppState {
-                store: store.clone(),
-                wake,
-            },
-            http::ServerConfig {
-                staff_listen: config.staff_listen,
-                bank_listen: config.bank_listen,
-                bank_tls,
-                workers: config.workers,
-            },
-        )?;
+        let engine = config.run_engine.then(|| {
+            let mut engine_config = EngineConfig::new(client);
+            engine_config.shutdown_grace = config.shutdown_grace;
+            Engine::start(store.clone(), engine_config, wake.clone())
+        });
+        let servers = if config.serve_api {
+            Some(http::start(
+                AppState {
+                    store: store.clone(),
+                    wake,
+                },
+                http::ServerConfig {
+                    staff_listen: config.staff_listen,
+                    bank_listen: config.bank_listen,
+                    bank_tls,
+                    workers: config.workers,
+                },
+            )?)
+        } else {
+            None
+        };
         Ok(Gateway {
             store,
-            staff_addr: servers.staff_addr,
-            bank_addr: servers.bank_addr,
+            staff_addr: servers.as_ref().map(|s| s.staff_addr),
+            bank_addr: servers.as_ref().map(|s| s.bank_addr),
             engine,
             servers,
         })
     }
 
     pub fn answers_url(&self) -> String {
-        format!("https://{}/bank/v1/answers", self.bank_addr)
+        format!(
+            "https://{}/bank/v1/answers",
+            self.bank_addr.expect("this process serves the bank API")
+        )
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://{}/api/v1", self.staff_addr)
+        format!(
+            "http://{}/api/v1",
+            self.staff_addr.expect("this process serves the staff API")
+        )
     }
 
     /// Stops taking requests, lets deliveries under way finish, closes the store.
     pub async fn stop(self) {
-        self.servers.stop().await;
+        if let Some(servers) = self.servers {
+            servers.stop().await;
+        }
         if let Some(engine) = self.engine {
             engine.stop().await;
         }

@@ -54,9 +54,14 @@ enum Command {
         /// A PEM file of CRLs for bank client certificates.
         #[arg(long)]
         crl: Option<PathBuf>,
-        /// Serve the APIs without delivering (another process delivers).
-        #[arg(long)]
-        no_engine: bool,
+        /// What this process does: `all`, `api` (staff and bank APIs only)
+        /// or `dispatcher` (batching and delivery only). Several processes
+        /// can share one PostgreSQL database in any mix of roles.
+        #[arg(long, value_enum, default_value_t = ProcessRole::All)]
+        role: ProcessRole,
+        /// Seconds a stopping process waits for deliveries under way.
+        #[arg(long, default_value_t = 30)]
+        grace_secs: u64,
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
@@ -94,8 +99,39 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Steer the delivery queue.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Run mock banks (for the demo, tests and bank engineers).
     MockBanks(mockbank::Args),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProcessRole {
+    All,
+    Api,
+    Dispatcher,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Stop sending to an institution (its queue keeps filling).
+    Pause { code: String },
+    /// Send to it again.
+    Resume { code: String },
+    /// Send a dead batch again from scratch.
+    RetryBatch { id: String },
+    /// List batches in a state (dead, retry_wait, in_flight, sealed, acknowledged).
+    Batches {
+        #[arg(long, default_value = "dead")]
+        state: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Cancel an inquiry that has no answer yet.
+    CancelInquiry { id: String },
 }
 
 #[derive(Subcommand)]
@@ -191,7 +227,8 @@ async fn main() -> anyhow::Result<()> {
             client_key,
             bank_client_ca,
             crl,
-            no_engine,
+            role,
+            grace_secs,
             workers,
         } => {
             let d = TlsFiles::from_pki_dir(&pki_dir);
@@ -209,14 +246,18 @@ async fn main() -> anyhow::Result<()> {
                 bank_listen,
                 tls,
                 workers,
-                run_engine: !no_engine,
+                run_engine: role != ProcessRole::Api,
+                serve_api: role != ProcessRole::Dispatcher,
+                shutdown_grace: Duration::from_secs(grace_secs),
             })
             .await?;
-            println!(
-                "shokai: staff API {} ; bank API https://{}/bank/v1",
-                gateway.api_url(),
-                gateway.bank_addr
-            );
+            match (gateway.staff_addr, gateway.bank_addr) {
+                (Some(_), Some(bank)) => println!(
+                    "shokai: staff API {} ; bank API https://{bank}/bank/v1",
+                    gateway.api_url()
+                ),
+                _ => println!("shokai: dispatcher running"),
+            }
             shutdown_signal().await;
             println!("shokai: stopping");
             gateway.stop().await;
@@ -268,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
             let token = admin::create_token(&store, Role::parse(&role)?, &office, &label).await?;
             println!("{token}");
         }
+        Command::Admin { command } => admin_command(&Store::open(&db).await?, command).await?,
         Command::MockBanks(args) => mockbank::run(args.into_config()?).await?,
     }
     Ok(())
@@ -340,6 +382,59 @@ async fn institutions(store: &Store, command: InstitutionsCommand) -> anyhow::Re
                 "  max batch {} in flight {} max age {} ms",
                 s.max_batch_size, s.max_in_flight, s.batch_max_age_ms
             );
+        }
+    }
+    Ok(())
+}
+
+async fn admin_command(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
+    use shokai::domain::ids::{BatchId, InquiryId};
+    use shokai::domain::state::BatchState;
+    use shokai::domain::time::{now_millis, rfc3339};
+    match command {
+        AdminCommand::Pause { code } => {
+            store
+                .set_paused(&InstitutionCode::parse(&code)?, true)
+                .await?;
+            println!("paused institution {code}");
+        }
+        AdminCommand::Resume { code } => {
+            store
+                .set_paused(&InstitutionCode::parse(&code)?, false)
+                .await?;
+            println!("resumed institution {code}");
+        }
+        AdminCommand::RetryBatch { id } => {
+            store
+                .retry_dead_batch(&BatchId::parse(&id)?, now_millis())
+                .await?;
+            println!("batch {id} will be sent again");
+        }
+        AdminCommand::Batches { state, limit } => {
+            for b in store
+                .batches_in_state(BatchState::parse(&state)?, limit)
+                .await?
+            {
+                println!(
+                    "{} {} {} inquiries, {} attempts, next {} {}",
+                    b.id,
+                    b.institution,
+                    b.inquiry_count,
+                    b.attempts,
+                    rfc3339(b.next_attempt_at),
+                    b.last_error.unwrap_or_default()
+                );
+            }
+        }
+        AdminCommand::CancelInquiry { id } => {
+            let n = store
+                .cancel_inquiries(
+                    &[InquiryId::parse(&id)?],
+                    "cancelled by the operator",
+                    now_millis(),
+                )
+                .await?;
+            println!("cancelled {n} inquiry");
         }
     }
     Ok(())

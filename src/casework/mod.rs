@@ -4,10 +4,15 @@
 use chrono::NaiveDate;
 
 use crate::domain::DomainError;
-use crate::domain::ids::{CaseId, RequestId};
+use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId};
 use crate::domain::request::{NewCase, Request, RequestInput, SubjectInput};
+use crate::domain::state::BatchState;
 use crate::domain::time::{jst_date, now_millis};
-use crate::store::{CaseFile, CaseRecord, RequestInsert, RequestView, Store, StoreError};
+use crate::domain::zengin::InstitutionCode;
+use crate::store::{
+    AlertRecord, BatchRow, CaseFile, CaseRecord, InquiryView, RequestInsert, RequestView, Store,
+    StoreError,
+};
 
 /// Who is acting: from an API token now, a session later.
 #[derive(Debug, Clone)]
@@ -65,6 +70,9 @@ pub enum CaseworkError {
     Forbidden(String),
     #[error("{0}")]
     IdempotencyConflict(String),
+    /// The action does not fit the current state (e.g. cancel an answer).
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -73,6 +81,7 @@ impl From<StoreError> for CaseworkError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => CaseworkError::NotFound(what),
+            StoreError::Conflict(why) => CaseworkError::Conflict(why),
             other => CaseworkError::Store(other),
         }
     }
@@ -243,4 +252,133 @@ pub async fn case_file(
         .case_file(id)
         .await?
         .ok_or_else(|| CaseworkError::NotFound(format!("case {id}")))
+}
+
+fn require_admin(actor: &Actor) -> Result<(), CaseworkError> {
+    if actor.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(CaseworkError::Forbidden("this needs the admin role".into()))
+    }
+}
+
+/// Cancels one inquiry of the actor's office that has no answer yet.
+pub async fn cancel_inquiry(
+    store: &Store,
+    actor: &Actor,
+    id: &InquiryId,
+) -> Result<InquiryView, CaseworkError> {
+    check_can_file(actor)?;
+    let case = store
+        .inquiry_case(id)
+        .await?
+        .ok_or_else(|| CaseworkError::NotFound(format!("inquiry {id}")))?;
+    read_case(store, actor, &case).await?;
+    store
+        .cancel_inquiries(
+            std::slice::from_ref(id),
+            &format!("cancelled by {}", actor.id),
+            now_millis(),
+        )
+        .await?;
+    store
+        .inquiry_view(id)
+        .await?
+        .ok_or_else(|| CaseworkError::NotFound(format!("inquiry {id}")))
+}
+
+/// Cancels every inquiry of a request that is not final yet.
+pub async fn cancel_request(
+    store: &Store,
+    actor: &Actor,
+    id: &RequestId,
+) -> Result<RequestView, CaseworkError> {
+    check_can_file(actor)?;
+    let view = read_request(store, actor, id).await?;
+    let open: Vec<InquiryId> = view
+        .inquiries
+        .iter()
+        .filter(|i| !i.state.is_final())
+        .map(|i| i.id.clone())
+        .collect();
+    store
+        .cancel_inquiries(
+            &open,
+            &format!("request cancelled by {}", actor.id),
+            now_millis(),
+        )
+        .await?;
+    read_request(store, actor, id).await
+}
+
+/// Records (or clears) the date the office decided the case; answers that
+/// come later raise a reopen alert.
+pub async fn set_decision_date(
+    store: &Store,
+    actor: &Actor,
+    id: &CaseId,
+    date: Option<NaiveDate>,
+) -> Result<CaseRecord, CaseworkError> {
+    check_can_file(actor)?;
+    read_case(store, actor, id).await?;
+    if date.is_some_and(|d| d > today()) {
+        return Err(DomainError::new("invalid_date", "decision_date is in the future").into());
+    }
+    store.set_decision_date(id, date).await?;
+    read_case(store, actor, id).await
+}
+
+pub async fn alerts(
+    store: &Store,
+    actor: &Actor,
+    id: &CaseId,
+) -> Result<Vec<AlertRecord>, CaseworkError> {
+    read_case(store, actor, id).await?;
+    Ok(store.case_alerts(id).await?)
+}
+
+pub async fn acknowledge_alert(
+    store: &Store,
+    actor: &Actor,
+    case: &CaseId,
+    alert: i64,
+) -> Result<(), CaseworkError> {
+    read_case(store, actor, case).await?;
+    store
+        .acknowledge_alert(case, alert, &actor.id, now_millis())
+        .await?;
+    Ok(())
+}
+
+pub async fn set_paused(
+    store: &Store,
+    actor: &Actor,
+    code: &InstitutionCode,
+    paused: bool,
+) -> Result<(), CaseworkError> {
+    require_admin(actor)?;
+    store.set_paused(code, paused).await?;
+    tracing::info!(institution = %code, paused, actor = %actor.id, "institution pause switched");
+    Ok(())
+}
+
+pub async fn retry_dead_batch(
+    store: &Store,
+    actor: &Actor,
+    id: &BatchId,
+) -> Result<(), CaseworkError> {
+    require_admin(actor)?;
+    store.retry_dead_batch(id, now_millis()).await?;
+    tracing::info!(batch = %id, actor = %actor.id, "dead batch retried");
+    Ok(())
+}
+
+pub async fn batches(
+    store: &Store,
+    actor: &Actor,
+    state: BatchState,
+    limit: i64,
+) -> Result<Vec<BatchRow>, CaseworkError> {
+    require_admin(actor)?;
+    Ok(store.batches_in_state(state, limit.clamp(1, 1000)).await?)
 }

@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub claim_limit: usize,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
+    /// How long `stop` waits for deliveries under way before abandoning
+    /// them to lease expiry.
+    pub shutdown_grace: Duration,
     /// The certificate the office presents to banks.
     pub client_identity: Identity,
 }
@@ -43,6 +46,7 @@ impl EngineConfig {
             claim_limit: 32,
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
+            shutdown_grace: Duration::from_secs(30),
             client_identity,
         }
     }
@@ -51,6 +55,7 @@ impl EngineConfig {
 /// Handle to the running engine; dropping it does not stop it, `stop` does.
 pub struct Engine {
     shutdown: watch::Sender<bool>,
+    grace: Duration,
     wake: Arc<Notify>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -60,6 +65,7 @@ impl Engine {
     /// are batched at once instead of at the next poll.
     pub fn start(store: Store, config: EngineConfig, wake: Arc<Notify>) -> Engine {
         let (shutdown, rx) = watch::channel(false);
+        let config_grace = config.shutdown_grace;
         let clients = BankClients::new(config.client_identity.clone(), config.request_timeout);
         let batcher = tokio::spawn(run_batcher(
             store.clone(),
@@ -70,6 +76,7 @@ impl Engine {
         let dispatcher = tokio::spawn(run_dispatcher(store, config, clients, rx, wake.clone()));
         Engine {
             shutdown,
+            grace: config_grace,
             wake,
             tasks: vec![batcher, dispatcher],
         }
@@ -80,10 +87,19 @@ impl Engine {
         self.wake.notify_waiters();
     }
 
+    /// Stops claiming, waits up to the grace period for deliveries under
+    /// way, then abandons the rest: their leases expire and another process
+    /// (or this one, restarted) reclaims them.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!(
+                    "deliveries still under way after the grace period; leaving them to lease expiry"
+                );
+                t.abort();
+            }
         }
     }
 }

@@ -75,6 +75,7 @@ impl From<CaseworkError> for ApiError {
                 format!("{what} not found"),
             ),
             CaseworkError::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+            CaseworkError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "conflict", why),
             CaseworkError::IdempotencyConflict(why) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

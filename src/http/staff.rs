@@ -10,12 +10,12 @@ use sha2::{Digest, Sha256};
 use super::{ApiError, AppState};
 use crate::casework::{self, Actor, Role, Submitted};
 use crate::domain::answer::Outcome;
-use crate::domain::ids::{CaseId, RequestId, SubjectId};
+use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId, SubjectId};
 use crate::domain::request::{Period, RequestInput, SubjectInput, Target};
-use crate::domain::state::InquiryKind;
+use crate::domain::state::{BatchState, InquiryKind};
 use crate::domain::time::{parse_date, rfc3339};
 use crate::domain::zengin::{BranchCode, InstitutionCode};
-use crate::store::{CaseFile, CaseRecord, InquiryView, RequestView};
+use crate::store::{AlertRecord, CaseFile, CaseRecord, InquiryView, RequestView};
 
 /// Staff API bodies are small; a request for 1,000 inquiries fits easily.
 const MAX_BODY: usize = 256 * 1024;
@@ -31,7 +31,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/cases/{id}", web::get().to(get_case))
             .route("/cases/{id}/file", web::get().to(get_case_file))
             .route("/requests", web::post().to(submit_request))
-            .route("/requests/{id}", web::get().to(get_request)),
+            .route("/requests/{id}", web::get().to(get_request))
+            .route("/requests/{id}/cancel", web::post().to(cancel_request))
+            .route("/inquiries/{id}/cancel", web::post().to(cancel_inquiry))
+            .route("/cases/{id}/decision", web::put().to(put_decision))
+            .route(
+                "/cases/{id}/alerts/{alert}/acknowledge",
+                web::post().to(acknowledge_alert),
+            )
+            .route(
+                "/admin/institutions/{code}/pause",
+                web::post().to(pause_institution),
+            )
+            .route(
+                "/admin/institutions/{code}/resume",
+                web::post().to(resume_institution),
+            )
+            .route("/admin/batches", web::get().to(list_batches))
+            .route("/admin/batches/{id}/retry", web::post().to(retry_batch)),
     )
     .default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::new(
@@ -190,8 +207,10 @@ async fn get_case(
         .case_inquiries(&id)
         .await
         .map_err(casework::CaseworkError::from)?;
+    let alerts = casework::alerts(&state.store, &actor, &id).await?;
     let mut body = case_json(&case);
     body["inquiries"] = inquiries.iter().map(inquiry_json).collect();
+    body["alerts"] = alerts.iter().map(alert_json).collect();
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -420,4 +439,154 @@ async fn get_case_file(
     let id = path_id(&id, CaseId::parse)?;
     let file = casework::case_file(&state.store, &actor, &id).await?;
     Ok(HttpResponse::Ok().json(case_file_json(&file)))
+}
+
+fn alert_json(a: &AlertRecord) -> Value {
+    json!({
+        "id": a.id,
+        "kind": a.kind,
+        "inquiry_id": a.inquiry_id,
+        "detail": a.detail,
+        "created_at": rfc3339(a.created_at),
+        "acknowledged_at": a.acknowledged_at.map(rfc3339),
+        "acknowledged_by": a.acknowledged_by,
+    })
+}
+
+async fn cancel_request(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, RequestId::parse)?;
+    let view = casework::cancel_request(&state.store, &actor, &id).await?;
+    Ok(HttpResponse::Ok().json(request_json(&view)))
+}
+
+async fn cancel_inquiry(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, InquiryId::parse)?;
+    let view = casework::cancel_inquiry(&state.store, &actor, &id).await?;
+    Ok(HttpResponse::Ok().json(inquiry_json(&view)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision_date: Option<String>,
+}
+
+async fn put_decision(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, CaseId::parse)?;
+    let body: DecisionBody = parse_json(&read_body(payload).await?)?;
+    let date = body
+        .decision_date
+        .as_deref()
+        .map(|d| date("decision_date", d))
+        .transpose()?;
+    let case = casework::set_decision_date(&state.store, &actor, &id, date).await?;
+    Ok(HttpResponse::Ok().json(case_json(&case)))
+}
+
+async fn acknowledge_alert(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let (case, alert) = path.into_inner();
+    let case = path_id(&case, CaseId::parse)?;
+    casework::acknowledge_alert(&state.store, &actor, &case, alert).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn switch_pause(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    code: &str,
+    paused: bool,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let code = InstitutionCode::parse(code)?;
+    casework::set_paused(&state.store, &actor, &code, paused).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn pause_institution(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    code: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    switch_pause(req, state, &code, true).await
+}
+
+async fn resume_institution(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    code: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let resp = switch_pause(req, state.clone(), &code, false).await?;
+    state.wake.notify_waiters();
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchQuery {
+    state: String,
+    limit: Option<i64>,
+}
+
+async fn list_batches(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<BatchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let batch_state = BatchState::parse(&query.state)?;
+    let rows = casework::batches(
+        &state.store,
+        &actor,
+        batch_state,
+        query.limit.unwrap_or(100),
+    )
+    .await?;
+    let body: Vec<Value> = rows
+        .iter()
+        .map(|b| {
+            json!({
+                "id": b.id,
+                "institution": b.institution,
+                "state": b.state,
+                "inquiries": b.inquiry_count,
+                "attempts": b.attempts,
+                "next_attempt_at": rfc3339(b.next_attempt_at),
+                "last_error": b.last_error,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "batches": body })))
+}
+
+async fn retry_batch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, BatchId::parse)?;
+    casework::retry_dead_batch(&state.store, &actor, &id).await?;
+    state.wake.notify_waiters();
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -38,6 +38,8 @@ async fn setup(url: &str) -> Env {
         tls: TlsFiles::from_pki_dir(&pki_dir),
         workers: 1,
         run_engine: true,
+        serve_api: true,
+        shutdown_grace: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap();

@@ -43,6 +43,8 @@ async fn start_gateway(db: &TestDb, tls: TlsFiles, run_engine: bool) -> Gateway 
         tls,
         workers: 1,
         run_engine,
+        serve_api: true,
+        shutdown_grace: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap()
