@@ -134,7 +134,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         workers: 2,
         run_engine: true,
         serve_api: true,
-        shutdown_grace: std::time::Duration::from_secs(10),
+        engine: crate::delivery::EngineTuning::default(),
     })
     .await?;
     let store = gateway.store.clone();

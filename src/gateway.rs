@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::delivery::{Engine, EngineConfig};
+use crate::delivery::{Engine, EngineConfig, EngineTuning};
 use crate::http::{self, AppState, Servers};
 use crate::store::{Store, StoreConfig};
 use crate::tls::{Identity, load_certs, load_crls, mtls_server_config};
@@ -54,8 +54,7 @@ pub struct GatewayConfig {
     /// Serve the staff and bank APIs from this process. Several processes
     /// can split the roles over one PostgreSQL database.
     pub serve_api: bool,
-    /// How long a stopping engine waits for deliveries under way.
-    pub shutdown_grace: std::time::Duration,
+    pub engine: EngineTuning,
 }
 
 pub struct Gateway {
@@ -88,9 +87,11 @@ impl Gateway {
         let client = Identity::load(&t.client_cert, &t.client_key)?;
         let wake = Arc::new(Notify::new());
         let engine = config.run_engine.then(|| {
-            let mut engine_config = EngineConfig::new(client);
-            engine_config.shutdown_grace = config.shutdown_grace;
-            Engine::start(store.clone(), engine_config, wake.clone())
+            Engine::start(
+                store.clone(),
+                EngineConfig::new(client, config.engine.clone()),
+                wake.clone(),
+            )
         });
         let servers = if config.serve_api {
             Some(http::start(

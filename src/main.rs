@@ -62,6 +62,8 @@ enum Command {
         /// Seconds a stopping process waits for deliveries under way.
         #[arg(long, default_value_t = 30)]
         grace_secs: u64,
+        #[command(flatten)]
+        tuning: TuningArgs,
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
@@ -106,6 +108,58 @@ enum Command {
     },
     /// Run mock banks (for the demo, tests and bank engineers).
     MockBanks(mockbank::Args),
+}
+
+/// Delivery engine settings for `serve`.
+#[derive(clap::Args)]
+struct TuningArgs {
+    /// How long a claimed batch is ours before another process may take it.
+    #[arg(long, default_value_t = 60_000)]
+    lease_ms: u64,
+    /// Timeout of one HTTP attempt to a bank.
+    #[arg(long, default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+    /// Retry backoff: base and cap of the exponential, full-jitter delay.
+    #[arg(long, default_value_t = 2_000)]
+    retry_base_ms: u64,
+    #[arg(long, default_value_t = 900_000)]
+    retry_cap_ms: u64,
+    #[arg(long, default_value_t = 20)]
+    retry_max_attempts: u32,
+    /// Give up on a batch this long after its first attempt (0: never).
+    #[arg(long, default_value_t = 259_200)]
+    retry_deadline_secs: u64,
+    /// Consecutive failures that open an institution's circuit breaker.
+    #[arg(long, default_value_t = 5)]
+    breaker_threshold: i64,
+    #[arg(long, default_value_t = 30_000)]
+    breaker_cooldown_ms: u64,
+}
+
+impl TuningArgs {
+    fn into_tuning(self, grace: Duration) -> shokai::delivery::EngineTuning {
+        let ms = Duration::from_millis;
+        shokai::delivery::EngineTuning {
+            lease: ms(self.lease_ms),
+            request_timeout: ms(self.request_timeout_ms),
+            poll_interval: ms(self.poll_ms),
+            retry: shokai::domain::retry::RetryPolicy {
+                base: ms(self.retry_base_ms),
+                cap: ms(self.retry_cap_ms),
+                max_attempts: self.retry_max_attempts,
+                deadline: (self.retry_deadline_secs > 0)
+                    .then(|| Duration::from_secs(self.retry_deadline_secs)),
+            },
+            breaker: shokai::domain::breaker::BreakerPolicy {
+                failure_threshold: self.breaker_threshold,
+                cool_down: ms(self.breaker_cooldown_ms),
+            },
+            shutdown_grace: grace,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -229,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
             crl,
             role,
             grace_secs,
+            tuning,
             workers,
         } => {
             let d = TlsFiles::from_pki_dir(&pki_dir);
@@ -248,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
                 workers,
                 run_engine: role != ProcessRole::Api,
                 serve_api: role != ProcessRole::Dispatcher,
-                shutdown_grace: Duration::from_secs(grace_secs),
+                engine: tuning.into_tuning(Duration::from_secs(grace_secs)),
             })
             .await?;
             match (gateway.staff_addr, gateway.bank_addr) {

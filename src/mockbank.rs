@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use chrono::{Days, NaiveDate};
+use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::domain::answer::{Account, AccountType, Answer, Outcome, Transaction};
@@ -29,6 +30,76 @@ use crate::tls::{Identity, load_certs, mtls_client_config, mtls_server_config};
 pub struct MockBankConfig {
     pub code: InstitutionCode,
     pub listen: SocketAddr,
+    pub faults: Faults,
+}
+
+/// Misbehaviour on purpose, for tests of the gateway's fault handling.
+/// Rates are probabilities per received batch (or per answer).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Reply 503.
+    pub error_rate: f64,
+    /// Reply 429 with `Retry-After: 1`.
+    pub throttle_rate: f64,
+    /// Break the connection after the headers.
+    pub reset_rate: f64,
+    /// Never reply (the gateway's timeout fires).
+    pub hang_rate: f64,
+    /// Reply 200 with a body that is not a receipt.
+    pub malformed_rate: f64,
+    /// Reply with a receipt for another batch id (after processing it).
+    pub wrong_receipt_rate: f64,
+    /// Wait this long before every reply.
+    pub slow_ms: u64,
+    /// Down (connections broken) for `down_ms` out of every `down_every_ms`.
+    pub down_every_ms: u64,
+    pub down_ms: u64,
+    /// Answers sent twice.
+    pub duplicate_rate: f64,
+    /// Answers followed later by a correction.
+    pub correction_rate: f64,
+    /// Answers held back by `late_ms`.
+    pub late_rate: f64,
+    pub late_ms: u64,
+}
+
+impl Faults {
+    /// Parses `error_rate=0.2,slow_ms=100,…`.
+    pub fn parse(spec: &str) -> anyhow::Result<Faults> {
+        let mut f = Faults::default();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("fault '{part}' must be key=value"))?;
+            let rate = || -> anyhow::Result<f64> {
+                let r: f64 = v.parse()?;
+                anyhow::ensure!((0.0..=1.0).contains(&r), "{k} must be between 0 and 1");
+                Ok(r)
+            };
+            match k {
+                "error_rate" => f.error_rate = rate()?,
+                "throttle_rate" => f.throttle_rate = rate()?,
+                "reset_rate" => f.reset_rate = rate()?,
+                "hang_rate" => f.hang_rate = rate()?,
+                "malformed_rate" => f.malformed_rate = rate()?,
+                "wrong_receipt_rate" => f.wrong_receipt_rate = rate()?,
+                "duplicate_rate" => f.duplicate_rate = rate()?,
+                "correction_rate" => f.correction_rate = rate()?,
+                "late_rate" => f.late_rate = rate()?,
+                "slow_ms" => f.slow_ms = v.parse()?,
+                "down_every_ms" => f.down_every_ms = v.parse()?,
+                "down_ms" => f.down_ms = v.parse()?,
+                "late_ms" => f.late_ms = v.parse()?,
+                _ => anyhow::bail!("unknown fault '{k}'"),
+            }
+        }
+        Ok(f)
+    }
+
+    fn is_down(&self, since_start: Duration) -> bool {
+        self.down_every_ms > 0
+            && (since_start.as_millis() as u64 % self.down_every_ms) < self.down_ms
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,12 +109,89 @@ pub struct MockBanksConfig {
     pub gateway_url: String,
     pub banks: Vec<MockBankConfig>,
     pub answer_delay: Duration,
+    pub log: Option<PathBuf>,
 }
 
 struct Bank {
     code: InstitutionCode,
+    faults: Faults,
+    started: std::time::Instant,
     seen_batches: Mutex<HashSet<String>>,
-    pending: Mutex<Vec<(String, OutgoingAnswer)>>,
+    /// (office, not before, answer)
+    pending: Mutex<Vec<Pending>>,
+    log: Option<Mutex<std::fs::File>>,
+}
+
+struct Pending {
+    office: String,
+    not_before: std::time::Instant,
+    answer: OutgoingAnswer,
+}
+
+impl Bank {
+    /// One line per received batch, for tests that check every batch id
+    /// reached the bank: `CODE BATCH_ID COUNT first|repeat`.
+    fn log(&self, batch_id: &str, count: usize, first: bool) {
+        if let Some(log) = &self.log {
+            use std::io::Write;
+            let mut f = log.lock().expect("lock");
+            let _ = writeln!(
+                f,
+                "{} {batch_id} {count} {}",
+                self.code,
+                if first { "first" } else { "repeat" }
+            );
+        }
+    }
+
+    fn queue(&self, office: &str, answer: OutgoingAnswer) {
+        let mut rng = rand::rng();
+        let now = std::time::Instant::now();
+        let f = &self.faults;
+        let delay = if rng.random_bool(f.late_rate) {
+            Duration::from_millis(f.late_ms)
+        } else {
+            Duration::ZERO
+        };
+        let mut pending = self.pending.lock().expect("lock");
+        if rng.random_bool(f.duplicate_rate) {
+            pending.push(Pending {
+                office: office.to_owned(),
+                not_before: now + delay * 2,
+                answer: answer.clone(),
+            });
+        }
+        if rng.random_bool(f.correction_rate)
+            && let Outcome::Found {
+                accounts,
+                other_holdings,
+            } = &answer.answer.outcome
+        {
+            let mut corrected = answer.clone();
+            let accounts = accounts
+                .iter()
+                .map(|a| Account {
+                    balance: a.balance.map(|b| b + 1000),
+                    ..a.clone()
+                })
+                .collect();
+            corrected.answer.outcome = Outcome::Found {
+                accounts,
+                other_holdings: other_holdings.clone(),
+            };
+            corrected.answer.response_id.push('C');
+            pending.push(Pending {
+                office: office.to_owned(),
+                not_before: now + delay + Duration::from_millis(500),
+                answer: corrected,
+            });
+        }
+        pending.push(Pending {
+            office: office.to_owned(),
+            not_before: now + delay,
+            answer,
+        });
+    }
 }
 
 /// Runs the banks until the process is stopped. Prints one line per bank,
@@ -68,10 +216,22 @@ pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(30))
             .no_proxy()
             .build()?;
+        let log = match &config.log {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
         let bank = Arc::new(Bank {
             code: b.code.clone(),
+            faults: b.faults.clone(),
+            started: std::time::Instant::now(),
             seen_batches: Mutex::default(),
             pending: Mutex::default(),
+            log,
         });
         let listener = std::net::TcpListener::bind(b.listen)?;
         let addr = listener.local_addr()?;
@@ -102,7 +262,49 @@ pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A response whose body breaks off: the peer sees the connection drop.
+fn broken_connection() -> HttpResponse {
+    HttpResponse::Ok().streaming(futures_util::stream::once(async {
+        Err::<web::Bytes, actix_web::Error>(actix_web::error::ErrorInternalServerError(
+            "connection reset by the mock bank",
+        ))
+    }))
+}
+
 async fn receive_batch(bank: web::Data<Arc<Bank>>, body: web::Bytes) -> HttpResponse {
+    let f = &bank.faults;
+    if f.is_down(bank.started.elapsed()) {
+        return broken_connection();
+    }
+    if f.slow_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
+    }
+    let roll: f64 = rand::rng().random();
+    let mut edge = f.error_rate;
+    if roll < edge {
+        return HttpResponse::ServiceUnavailable().finish();
+    }
+    edge += f.throttle_rate;
+    if roll < edge {
+        return HttpResponse::TooManyRequests()
+            .insert_header(("retry-after", "1"))
+            .finish();
+    }
+    edge += f.reset_rate;
+    if roll < edge {
+        return broken_connection();
+    }
+    edge += f.hang_rate;
+    if roll < edge {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        return HttpResponse::ServiceUnavailable().finish();
+    }
+    edge += f.malformed_rate;
+    if roll < edge {
+        return HttpResponse::Ok()
+            .content_type("application/xml")
+            .body("<oops");
+    }
     let receipt = |batch_id: &str, reject: Option<(&str, String)>| BatchReceipt {
         batch_id: if batch_id.is_empty() {
             "-".into()
@@ -142,15 +344,21 @@ async fn receive_batch(bank: web::Data<Arc<Bank>>, body: web::Bytes) -> HttpResp
         .lock()
         .expect("lock")
         .insert(batch.batch_id.clone());
+    bank.log(&batch.batch_id, batch.inquiries.len(), first_time);
     if first_time {
-        let mut pending = bank.pending.lock().expect("lock");
         for inq in &batch.inquiries {
             if let Some(answer) = generate_answer(&bank.code, inq) {
-                pending.push((batch.office.clone(), answer));
+                bank.queue(&batch.office, answer);
             }
         }
     }
-    let mut r = receipt(&batch.batch_id, None);
+    edge += f.wrong_receipt_rate;
+    let batch_id = if roll < edge {
+        format!("{}X", batch.batch_id)
+    } else {
+        batch.batch_id.clone()
+    };
+    let mut r = receipt(&batch_id, None);
     r.count = Some(batch.inquiries.len() as u64);
     reply(StatusCode::OK, r)
 }
@@ -160,22 +368,32 @@ async fn answer_loop(bank: Arc<Bank>, client: reqwest::Client, url: String, dela
     let mut seq = 0u64;
     loop {
         tokio::time::sleep(backoff).await;
-        let batch: Vec<(String, OutgoingAnswer)> = {
+        let mine: Vec<Pending> = {
             let mut pending = bank.pending.lock().expect("lock");
-            let n = pending.len().min(500);
-            pending.drain(..n).collect()
+            let now = std::time::Instant::now();
+            // One answer batch per office, as offices are separate addressees;
+            // answers held back (late) wait for their time.
+            let Some(office) = pending
+                .iter()
+                .find(|p| p.not_before <= now)
+                .map(|p| p.office.clone())
+            else {
+                backoff = delay;
+                continue;
+            };
+            let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| p.office == office && p.not_before <= now);
+            *pending = rest;
+            let mut ready = ready;
+            let later = ready.split_off(ready.len().min(500));
+            pending.extend(later);
+            ready
         };
-        if batch.is_empty() {
-            backoff = delay;
-            continue;
-        }
-        // One answer batch per office, as offices are separate addressees.
-        let office = batch[0].0.clone();
-        let (mine, others): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(o, _)| *o == office);
-        bank.pending.lock().expect("lock").extend(others);
+        let office = mine[0].office.clone();
         seq += 1;
         let id = format!("A{}-{}-{seq}", bank.code, now_millis());
-        let answers: Vec<OutgoingAnswer> = mine.iter().map(|(_, a)| a.clone()).collect();
+        let answers: Vec<OutgoingAnswer> = mine.iter().map(|p| p.answer.clone()).collect();
         let body = iso20022::encode_answer_batch(&id, &bank.code, &office, now_millis(), &answers);
         let sent = client
             .post(&url)
@@ -333,6 +551,13 @@ pub struct Args {
     /// How long a bank waits before answering what it received.
     #[arg(long, default_value_t = 300)]
     pub answer_delay_ms: u64,
+    /// Faults for one bank, as CODE:key=value,… (see `Faults`), e.g.
+    /// 0001:error_rate=0.2,throttle_rate=0.1,duplicate_rate=0.1; repeatable.
+    #[arg(long = "fault")]
+    pub faults: Vec<String>,
+    /// Append one line per received batch to this file.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
 }
 
 impl Args {
@@ -344,9 +569,18 @@ impl Args {
                 let (code, addr) = b
                     .split_once('=')
                     .ok_or_else(|| anyhow::anyhow!("--bank must be CODE=ADDR, got '{b}'"))?;
+                let faults = match self
+                    .faults
+                    .iter()
+                    .find_map(|f| f.strip_prefix(&format!("{code}:")))
+                {
+                    Some(spec) => Faults::parse(spec)?,
+                    None => Faults::default(),
+                };
                 Ok(MockBankConfig {
                     code: InstitutionCode::parse(code)?,
                     listen: addr.parse()?,
+                    faults,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -355,6 +589,7 @@ impl Args {
             gateway_url: self.gateway_url,
             banks,
             answer_delay: Duration::from_millis(self.answer_delay_ms),
+            log: self.log,
         })
     }
 }

@@ -37,8 +37,20 @@ pub struct EngineConfig {
     pub client_identity: Identity,
 }
 
-impl EngineConfig {
-    pub fn new(client_identity: Identity) -> Self {
+/// The engine's knobs, as an operator sets them.
+#[derive(Debug, Clone)]
+pub struct EngineTuning {
+    pub lease: Duration,
+    pub request_timeout: Duration,
+    pub poll_interval: Duration,
+    pub claim_limit: usize,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineTuning {
+    fn default() -> Self {
         Self {
             lease: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
@@ -47,6 +59,20 @@ impl EngineConfig {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn new(client_identity: Identity, tuning: EngineTuning) -> Self {
+        Self {
+            lease: tuning.lease,
+            request_timeout: tuning.request_timeout,
+            poll_interval: tuning.poll_interval,
+            claim_limit: tuning.claim_limit,
+            retry: tuning.retry,
+            breaker: tuning.breaker,
+            shutdown_grace: tuning.shutdown_grace,
             client_identity,
         }
     }

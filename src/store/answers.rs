@@ -389,12 +389,15 @@ impl Store {
         Ok(Some(CaseFile { case, entries }))
     }
 
-    /// How many case-file entries each inquiry has per revision: more than
-    /// one would break the exactly-once promise (used by tests and checks).
+    /// Answers filed twice with the same content for one inquiry, plus
+    /// answers without exactly one case-file entry: both break the
+    /// exactly-once promise (a consistency check for tests and operators).
     pub async fn duplicate_case_file_entries(&self) -> Result<i64> {
         let row = q(
-            "SELECT COUNT(*) AS n FROM (SELECT answer_id FROM case_file_entries \
-               GROUP BY answer_id HAVING COUNT(*) > 1) d"
+            "SELECT (SELECT COUNT(*) FROM (SELECT inquiry_id, content_hash FROM answers \
+               GROUP BY inquiry_id, content_hash HAVING COUNT(*) > 1) d) \
+               + (SELECT COUNT(*) FROM answers a WHERE (SELECT COUNT(*) FROM case_file_entries e \
+               WHERE e.answer_id = a.id) <> 1) AS n"
                 .to_owned(),
         )
         .fetch_one(&self.pool)

@@ -578,6 +578,30 @@ impl Store {
         row.as_ref().map(batch_from_row).transpose()
     }
 
+    /// Every try of one batch, oldest first (the admin's attempt history).
+    pub async fn delivery_attempts(&self, batch: &BatchId) -> Result<Vec<AttemptRecord>> {
+        let rows = q("SELECT batch_id, attempt_no, claim_token, started_at, ended_at, outcome, http_status, error \
+               FROM delivery_attempts WHERE batch_id = $1 ORDER BY id"
+            .to_owned())
+        .bind(batch.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    batch_id: BatchId::from_trusted(get_str(r, "batch_id")?),
+                    attempt_no: get_i64(r, "attempt_no")?,
+                    token: ClaimToken::from_trusted(get_str(r, "claim_token")?),
+                    started_at: get_i64(r, "started_at")?,
+                    ended_at: get_i64(r, "ended_at")?,
+                    outcome: get_str(r, "outcome")?,
+                    http_status: get_opt_i64(r, "http_status")?,
+                    error: get_opt_str(r, "error")?,
+                })
+            })
+            .collect()
+    }
+
     /// Sends a dead batch again from scratch: its retry count restarts and
     /// its failed inquiries go back to batched. History stays.
     pub async fn retry_dead_batch(&self, id: &BatchId, now: i64) -> Result<()> {

@@ -39,7 +39,7 @@ async fn setup(url: &str) -> Env {
         workers: 1,
         run_engine: true,
         serve_api: true,
-        shutdown_grace: std::time::Duration::from_secs(10),
+        engine: crate::support::fast_engine(),
     })
     .await
     .unwrap();

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod chaos;
 mod e2e;
 mod schemas;
 mod store;

@@ -133,6 +133,15 @@ pub struct MockBanks {
     pub endpoints: Vec<(String, String)>,
 }
 
+impl MockBanks {
+    pub fn from_parts(child: Child, endpoints: Vec<(String, String)>) -> Self {
+        Self {
+            _child: child,
+            endpoints,
+        }
+    }
+}
+
 pub async fn start_mock_banks(pki: &Path, gateway_url: &str, banks: &[&str]) -> MockBanks {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mock-banks"));
     cmd.arg("--pki-dir")
@@ -173,5 +182,26 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Engine settings for tests: short leases and quick retries.
+pub fn fast_engine() -> shokai::delivery::EngineTuning {
+    shokai::delivery::EngineTuning {
+        lease: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(5),
+        retry: shokai::domain::retry::RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+            max_attempts: 50,
+            deadline: None,
+        },
+        breaker: shokai::domain::breaker::BreakerPolicy {
+            failure_threshold: 5,
+            cool_down: Duration::from_millis(500),
+        },
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
     }
 }

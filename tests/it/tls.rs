@@ -44,7 +44,7 @@ async fn start_gateway(db: &TestDb, tls: TlsFiles, run_engine: bool) -> Gateway 
         workers: 1,
         run_engine,
         serve_api: true,
-        shutdown_grace: std::time::Duration::from_secs(10),
+        engine: crate::support::fast_engine(),
     })
     .await
     .unwrap()
