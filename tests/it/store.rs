@@ -21,7 +21,8 @@ fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
 }
 
-async fn file_request(store: &Store, subjects: usize, banks: &[&str]) -> Request {
+/// Files one case with `subjects` people at `banks`, straight into the store.
+pub async fn file_request_for(store: &Store, subjects: usize, banks: &[&str]) -> Request {
     let today = shokai::casework::today();
     let case = NewCase::validate(
         "131016",
@@ -123,7 +124,7 @@ async fn queue_flow(url: String) {
     let store = open(&url).await;
     import_small_directory(&store).await;
     make_push(&store, "0001", 2).await;
-    let request = file_request(&store, 3, &["0001"]).await;
+    let request = file_request_for(&store, 3, &["0001"]).await;
     assert_eq!(request.inquiries.len(), 3);
 
     // Size 2 and age 0: one full batch and one partial.
@@ -301,7 +302,7 @@ async fn dead_batches_fail_their_inquiries(url: String) {
     let store = open(&url).await;
     import_small_directory(&store).await;
     make_push(&store, "0005", 10).await;
-    let request = file_request(&store, 2, &["0005"]).await;
+    let request = file_request_for(&store, 2, &["0005"]).await;
     seal_due_batches(&store, now_millis() + 1).await.unwrap();
     let claimed = store
         .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())
