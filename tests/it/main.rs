@@ -1,9 +1,10 @@
 //! The one integration-test binary. Tests that touch a database run once on
 //! SQLite and, when SHOKAI_TEST_DATABASE_URL is set, once on PostgreSQL,
-//! each in a database of its own (`*_sqlite` / `*_postgres` in the output).
+//! each in a database of its own (`NAME::sqlite` / `NAME::postgres` in the output).
 
 mod support;
 
+mod admin;
 mod chaos;
 mod e2e;
 mod schemas;
