@@ -136,3 +136,44 @@ pub async fn connect_push_institution(
     add_bank_certificate(store, code, bank_client_cert).await?;
     Ok(())
 }
+
+/// What `shokai audit verify` found.
+pub enum AuditVerdict {
+    Intact { entries: i64, head: String },
+    Broken(crate::domain::audit::ChainBreak),
+}
+
+/// Walks the whole audit trail in order, a page at a time, checking every
+/// link and hash, and that the chain's recorded head is its last entry.
+pub async fn verify_audit(store: &Store) -> anyhow::Result<AuditVerdict> {
+    use crate::domain::audit::{ChainBreak, GENESIS, verify_run};
+    use crate::store::AuditFilter;
+    let (mut seq, mut hash) = (0i64, GENESIS.to_owned());
+    loop {
+        let page = store
+            .audit_entries(&AuditFilter {
+                after_seq: Some(seq),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        if let Err(brk) = verify_run(seq, &hash, &page) {
+            return Ok(AuditVerdict::Broken(brk));
+        }
+        (seq, hash) = (last.seq, last.hash.clone());
+    }
+    let (head_seq, head_hash) = store.audit_head().await?;
+    if (head_seq, head_hash.as_str()) != (seq, hash.as_str()) {
+        return Ok(AuditVerdict::Broken(ChainBreak {
+            seq: seq + 1,
+            reason: format!(
+                "the chain ends at entry {seq} but its head says {head_seq}: entries were removed"
+            ),
+        }));
+    }
+    Ok(AuditVerdict::Intact {
+        entries: seq,
+        head: hash,
+    })
+}

@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Steer the delivery queue.
     Admin {
         #[command(subcommand)]
@@ -167,6 +172,19 @@ enum ProcessRole {
     All,
     Api,
     Dispatcher,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain; exit 1 naming the first broken entry.
+    Verify,
+    /// Print entries, optionally for one case.
+    List {
+        #[arg(long)]
+        case: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -364,6 +382,7 @@ async fn main() -> anyhow::Result<()> {
             let token = admin::create_token(&store, Role::parse(&role)?, &office, &label).await?;
             println!("{token}");
         }
+        Command::Audit { command } => audit_command(&Store::open(&db).await?, command).await?,
         Command::Admin { command } => admin_command(&Store::open(&db).await?, command).await?,
         Command::MockBanks(args) => mockbank::run(args.into_config()?).await?,
     }
@@ -490,6 +509,41 @@ async fn admin_command(store: &Store, command: AdminCommand) -> anyhow::Result<(
                 )
                 .await?;
             println!("cancelled {n} inquiry");
+        }
+    }
+    Ok(())
+}
+
+async fn audit_command(store: &Store, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify => match admin::verify_audit(store).await? {
+            admin::AuditVerdict::Intact { entries, head } => {
+                println!("audit: {entries} entries verified; head {head}");
+            }
+            admin::AuditVerdict::Broken(brk) => {
+                println!("audit: entry {} is broken: {}", brk.seq, brk.reason);
+                std::process::exit(1);
+            }
+        },
+        AuditCommand::List { case, limit } => {
+            let filter = shokai::store::AuditFilter {
+                case_id: case,
+                limit,
+                ..Default::default()
+            };
+            for c in store.audit_entries(&filter).await? {
+                let e = &c.entry;
+                println!(
+                    "{} {} {} {} {} {} {}",
+                    c.seq,
+                    shokai::domain::time::rfc3339(e.at),
+                    e.actor,
+                    e.role,
+                    e.action.as_str(),
+                    e.target,
+                    e.legal_basis.as_deref().unwrap_or("")
+                );
+            }
         }
     }
     Ok(())

@@ -4,14 +4,17 @@
 use chrono::NaiveDate;
 
 use crate::domain::DomainError;
+use crate::domain::answer::Answer;
+use crate::domain::audit::{AuditAction, AuditEntry, ChainedEntry};
 use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId};
+use crate::domain::request::DEFAULT_LEGAL_BASIS;
 use crate::domain::request::{NewCase, Request, RequestInput, SubjectInput};
 use crate::domain::state::BatchState;
 use crate::domain::time::{jst_date, now_millis};
 use crate::domain::zengin::InstitutionCode;
 use crate::store::{
-    AlertRecord, BatchRow, CaseFile, CaseRecord, InquiryView, RequestInsert, RequestView, Store,
-    StoreError,
+    AlertRecord, ApplyOutcome, AuditFilter, BatchRow, CaseFile, CaseRecord, InquiryView,
+    RequestInsert, RequestView, Store, StoreError,
 };
 
 /// Who is acting: from an API token now, a session later.
@@ -121,10 +124,19 @@ pub async fn create_case(
     check_can_file(actor)?;
     let case = NewCase::validate(&actor.office, case_number, subjects, today())?;
     store.insert_case(&case, &actor.id).await?;
-    read_case(store, actor, &case.id).await
+    audit(
+        store,
+        actor,
+        AuditAction::CaseCreate,
+        format!("case:{}", case.id),
+        Some(&case.id),
+        None,
+    )
+    .await?;
+    checked_case(store, actor, &case.id).await
 }
 
-pub async fn read_case(
+async fn checked_case(
     store: &Store,
     actor: &Actor,
     id: &CaseId,
@@ -137,6 +149,68 @@ pub async fn read_case(
     Ok(case)
 }
 
+/// Appends one entry to the audit trail for this actor.
+async fn audit(
+    store: &Store,
+    actor: &Actor,
+    action: AuditAction,
+    target: String,
+    case_id: Option<&CaseId>,
+    purpose: Option<&str>,
+) -> Result<(), CaseworkError> {
+    let entry = AuditEntry {
+        at: now_millis(),
+        actor: actor.id.clone(),
+        role: actor.role.as_str().to_owned(),
+        office: actor.office.clone(),
+        action,
+        target,
+        case_id: case_id.map(|c| c.to_string()),
+        purpose: purpose.map(str::to_owned),
+        legal_basis: case_id.map(|_| DEFAULT_LEGAL_BASIS.to_owned()),
+    };
+    store.append_audit(std::slice::from_ref(&entry)).await?;
+    Ok(())
+}
+
+/// Reads a case, and records that it was read: no read of personal data
+/// without a trace, so a failed audit write fails the read.
+pub async fn read_case(
+    store: &Store,
+    actor: &Actor,
+    id: &CaseId,
+) -> Result<CaseRecord, CaseworkError> {
+    let case = checked_case(store, actor, id).await?;
+    audit(
+        store,
+        actor,
+        AuditAction::CaseRead,
+        format!("case:{id}"),
+        Some(id),
+        None,
+    )
+    .await?;
+    Ok(case)
+}
+
+pub async fn read_request(
+    store: &Store,
+    actor: &Actor,
+    id: &RequestId,
+) -> Result<RequestView, CaseworkError> {
+    let view = checked_request(store, actor, id).await?;
+    audit(
+        store,
+        actor,
+        AuditAction::RequestRead,
+        format!("request:{id}"),
+        Some(&view.case_id),
+        None,
+    )
+    .await?;
+    Ok(view)
+}
+
 pub enum Submitted {
     Created(RequestView),
     Replayed(RequestView),
@@ -144,6 +218,7 @@ pub enum Submitted {
 
 /// Files a request. With an idempotency key, the same key and body give
 /// back the first result; the same key with another body is a conflict.
+/// No subject ids means every subject of the case.
 pub async fn submit_request(
     store: &Store,
     actor: &Actor,
@@ -157,8 +232,12 @@ pub async fn submit_request(
     {
         return Ok(replayed);
     }
-    let case = read_case(store, actor, case_id).await?;
+    let case = checked_case(store, actor, case_id).await?;
     let subject_ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
+    let mut input = input;
+    if input.subject_ids.is_empty() {
+        input.subject_ids = subject_ids.clone();
+    }
     let codes: Vec<_> = input
         .targets
         .iter()
@@ -192,7 +271,21 @@ pub async fn submit_request(
     }
     match store.insert_request(&request, &actor.id, idempotency).await {
         Ok(RequestInsert::Created(id)) => {
-            Ok(Submitted::Created(read_request(store, actor, &id).await?))
+            let entry = AuditEntry {
+                at: now_millis(),
+                actor: actor.id.clone(),
+                role: actor.role.as_str().to_owned(),
+                office: actor.office.clone(),
+                action: AuditAction::RequestCreate,
+                target: format!("request:{id}"),
+                case_id: Some(case_id.to_string()),
+                purpose: request.purpose.clone(),
+                legal_basis: Some(request.legal_basis.clone()),
+            };
+            store.append_audit(std::slice::from_ref(&entry)).await?;
+            Ok(Submitted::Created(
+                checked_request(store, actor, &id).await?,
+            ))
         }
         Ok(RequestInsert::Replayed(id)) => {
             Ok(Submitted::Replayed(read_request(store, actor, &id).await?))
@@ -225,11 +318,11 @@ async fn replay(
         )));
     }
     Ok(Some(Submitted::Replayed(
-        read_request(store, actor, &id).await?,
+        checked_request(store, actor, &id).await?,
     )))
 }
 
-pub async fn read_request(
+async fn checked_request(
     store: &Store,
     actor: &Actor,
     id: &RequestId,
@@ -238,7 +331,7 @@ pub async fn read_request(
         .request(id)
         .await?
         .ok_or_else(|| CaseworkError::NotFound(format!("request {id}")))?;
-    read_case(store, actor, &view.case_id).await?;
+    checked_case(store, actor, &view.case_id).await?;
     Ok(view)
 }
 
@@ -247,7 +340,16 @@ pub async fn case_file(
     actor: &Actor,
     id: &CaseId,
 ) -> Result<CaseFile, CaseworkError> {
-    read_case(store, actor, id).await?;
+    checked_case(store, actor, id).await?;
+    audit(
+        store,
+        actor,
+        AuditAction::CaseFileRead,
+        format!("case:{id}"),
+        Some(id),
+        None,
+    )
+    .await?;
     store
         .case_file(id)
         .await?
@@ -273,7 +375,16 @@ pub async fn cancel_inquiry(
         .inquiry_case(id)
         .await?
         .ok_or_else(|| CaseworkError::NotFound(format!("inquiry {id}")))?;
-    read_case(store, actor, &case).await?;
+    checked_case(store, actor, &case).await?;
+    audit(
+        store,
+        actor,
+        AuditAction::InquiryCancel,
+        format!("inquiry:{id}"),
+        Some(&case),
+        None,
+    )
+    .await?;
     store
         .cancel_inquiries(
             std::slice::from_ref(id),
@@ -294,7 +405,16 @@ pub async fn cancel_request(
     id: &RequestId,
 ) -> Result<RequestView, CaseworkError> {
     check_can_file(actor)?;
-    let view = read_request(store, actor, id).await?;
+    let view = checked_request(store, actor, id).await?;
+    audit(
+        store,
+        actor,
+        AuditAction::RequestCancel,
+        format!("request:{id}"),
+        Some(&view.case_id),
+        None,
+    )
+    .await?;
     let open: Vec<InquiryId> = view
         .inquiries
         .iter()
@@ -308,7 +428,7 @@ pub async fn cancel_request(
             now_millis(),
         )
         .await?;
-    read_request(store, actor, id).await
+    checked_request(store, actor, id).await
 }
 
 /// Records (or clears) the date the office decided the case; answers that
@@ -320,12 +440,21 @@ pub async fn set_decision_date(
     date: Option<NaiveDate>,
 ) -> Result<CaseRecord, CaseworkError> {
     check_can_file(actor)?;
-    read_case(store, actor, id).await?;
+    checked_case(store, actor, id).await?;
     if date.is_some_and(|d| d > today()) {
         return Err(DomainError::new("invalid_date", "decision_date is in the future").into());
     }
+    audit(
+        store,
+        actor,
+        AuditAction::CaseDecide,
+        format!("case:{id}"),
+        Some(id),
+        None,
+    )
+    .await?;
     store.set_decision_date(id, date).await?;
-    read_case(store, actor, id).await
+    checked_case(store, actor, id).await
 }
 
 pub async fn alerts(
@@ -333,7 +462,7 @@ pub async fn alerts(
     actor: &Actor,
     id: &CaseId,
 ) -> Result<Vec<AlertRecord>, CaseworkError> {
-    read_case(store, actor, id).await?;
+    checked_case(store, actor, id).await?;
     Ok(store.case_alerts(id).await?)
 }
 
@@ -343,7 +472,16 @@ pub async fn acknowledge_alert(
     case: &CaseId,
     alert: i64,
 ) -> Result<(), CaseworkError> {
-    read_case(store, actor, case).await?;
+    checked_case(store, actor, case).await?;
+    audit(
+        store,
+        actor,
+        AuditAction::AlertAcknowledge,
+        format!("alert:{alert}"),
+        Some(case),
+        None,
+    )
+    .await?;
     store
         .acknowledge_alert(case, alert, &actor.id, now_millis())
         .await?;
@@ -357,6 +495,20 @@ pub async fn set_paused(
     paused: bool,
 ) -> Result<(), CaseworkError> {
     require_admin(actor)?;
+    let action = if paused {
+        AuditAction::InstitutionPause
+    } else {
+        AuditAction::InstitutionResume
+    };
+    audit(
+        store,
+        actor,
+        action,
+        format!("institution:{code}"),
+        None,
+        None,
+    )
+    .await?;
     store.set_paused(code, paused).await?;
     tracing::info!(institution = %code, paused, actor = %actor.id, "institution pause switched");
     Ok(())
@@ -368,6 +520,15 @@ pub async fn retry_dead_batch(
     id: &BatchId,
 ) -> Result<(), CaseworkError> {
     require_admin(actor)?;
+    audit(
+        store,
+        actor,
+        AuditAction::BatchRetry,
+        format!("batch:{id}"),
+        None,
+        None,
+    )
+    .await?;
     store.retry_dead_batch(id, now_millis()).await?;
     tracing::info!(batch = %id, actor = %actor.id, "dead batch retried");
     Ok(())
@@ -381,4 +542,62 @@ pub async fn batches(
 ) -> Result<Vec<BatchRow>, CaseworkError> {
     require_admin(actor)?;
     Ok(store.batches_in_state(state, limit.clamp(1, 1000)).await?)
+}
+
+/// Applies a bank's answers one by one and records each accepted one in
+/// the audit trail (the bank is the actor).
+pub async fn receive_answers(
+    store: &Store,
+    institution: &InstitutionCode,
+    answers: &[Answer],
+) -> Vec<Result<ApplyOutcome, StoreError>> {
+    let now = now_millis();
+    let mut results = Vec::with_capacity(answers.len());
+    let mut trail = Vec::new();
+    for answer in answers {
+        let result = store.apply_answer(institution, answer, now).await;
+        if let Ok(ApplyOutcome::Accepted { revision }) = &result {
+            trail.push(AuditEntry {
+                at: now,
+                actor: format!("bank:{institution}"),
+                role: "bank".into(),
+                office: institution.to_string(),
+                action: AuditAction::AnswerReceive,
+                target: format!("inquiry:{}#{revision}", answer.inquiry_id),
+                case_id: None,
+                purpose: None,
+                legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
+            });
+        }
+        results.push(result);
+    }
+    if let Err(e) = store.append_audit(&trail).await {
+        // The answers are filed; losing them now would be worse than a gap
+        // in the trail, which this error line records.
+        tracing::error!(error = %e, entries = trail.len(), "could not append answers to the audit trail");
+    }
+    results
+}
+
+/// Auditors and admins read the trail; reading it is itself recorded.
+pub async fn audit_entries(
+    store: &Store,
+    actor: &Actor,
+    filter: &AuditFilter,
+) -> Result<Vec<ChainedEntry>, CaseworkError> {
+    if !matches!(actor.role, Role::Auditor | Role::Admin) {
+        return Err(CaseworkError::Forbidden(
+            "the audit trail is for auditors and admins".into(),
+        ));
+    }
+    audit(
+        store,
+        actor,
+        AuditAction::AuditRead,
+        "audit".into(),
+        None,
+        None,
+    )
+    .await?;
+    Ok(store.audit_entries(filter).await?)
 }

@@ -4,6 +4,7 @@
 //! services around it (store, delivery, casework, http) only orchestrate.
 
 pub mod answer;
+pub mod audit;
 pub mod breaker;
 pub mod error;
 pub mod ids;

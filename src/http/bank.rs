@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 
 use super::{AppState, PeerCertificate};
-use crate::domain::time::now_millis;
+use crate::casework;
 use crate::domain::zengin::InstitutionCode;
 use crate::iso20022::{self, AnswerBatchReceipt, AnswerResult, AnswerStatus, Limits};
 use crate::store::ApplyOutcome;
@@ -137,7 +137,16 @@ async fn post_answers(
             ),
         );
     }
-    let now = now_millis();
+    // Readable answers are applied (and audited) together; unreadable ones
+    // are refused in place, keeping the batch's order in the receipt.
+    let readable: Vec<_> = batch
+        .items
+        .iter()
+        .filter_map(|i| i.as_ref().ok().cloned())
+        .collect();
+    let mut applied = casework::receive_answers(&state.store, &institution, &readable)
+        .await
+        .into_iter();
     let mut results = Vec::with_capacity(batch.items.len());
     for item in batch.items {
         let result = match item {
@@ -150,7 +159,7 @@ async fn post_answers(
                 },
             },
             Ok(answer) => {
-                let status = match state.store.apply_answer(&institution, &answer, now).await {
+                let status = match applied.next().expect("one result per readable answer") {
                     Ok(ApplyOutcome::Accepted { .. }) => AnswerStatus::Accepted,
                     Ok(ApplyOutcome::Duplicate) => AnswerStatus::Duplicate,
                     Ok(ApplyOutcome::Rejected { code, reason }) => AnswerStatus::Rejected {

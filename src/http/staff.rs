@@ -10,12 +10,13 @@ use sha2::{Digest, Sha256};
 use super::{ApiError, AppState};
 use crate::casework::{self, Actor, Role, Submitted};
 use crate::domain::answer::Outcome;
+use crate::domain::audit::AuditAction;
 use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId, SubjectId};
 use crate::domain::request::{Period, RequestInput, SubjectInput, Target};
 use crate::domain::state::{BatchState, InquiryKind};
 use crate::domain::time::{parse_date, rfc3339};
 use crate::domain::zengin::{BranchCode, InstitutionCode};
-use crate::store::{AlertRecord, CaseFile, CaseRecord, InquiryView, RequestView};
+use crate::store::{AlertRecord, AuditFilter, CaseFile, CaseRecord, InquiryView, RequestView};
 
 /// Staff API bodies are small; a request for 1,000 inquiries fits easily.
 const MAX_BODY: usize = 256 * 1024;
@@ -48,6 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::post().to(resume_institution),
             )
             .route("/admin/batches", web::get().to(list_batches))
+            .route("/audit", web::get().to(list_audit))
             .route("/admin/batches/{id}/retry", web::post().to(retry_batch)),
     )
     .default_service(web::to(|| async {
@@ -271,17 +273,20 @@ async fn submit_request(
     let body_hash = hex::encode(Sha256::digest(&body));
     let b: RequestBody = parse_json(&body)?;
     let case_id = CaseId::parse(&b.case_id)?;
+    // Absent means every subject of the case (resolved by casework).
     let subject_ids = match b.subject_ids {
+        Some(ids) if ids.is_empty() => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_subjects",
+                "subject_ids is empty; leave it out to ask about every subject of the case",
+            ));
+        }
         Some(ids) => ids
             .iter()
             .map(|s| SubjectId::parse(s))
             .collect::<Result<Vec<_>, _>>()?,
-        None => casework::read_case(&state.store, &actor, &case_id)
-            .await?
-            .subjects
-            .into_iter()
-            .map(|s| s.id)
-            .collect(),
+        None => Vec::new(),
     };
     let targets = b
         .institutions
@@ -589,4 +594,84 @@ async fn retry_batch(
     casework::retry_dead_batch(&state.store, &actor, &id).await?;
     state.wake.notify_waiters();
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    case_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn instant(field: &str, raw: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_date",
+                format!("{field} must be an RFC 3339 time"),
+            )
+        })
+}
+
+async fn list_audit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let action = query
+        .action
+        .as_deref()
+        .map(|a| {
+            AuditAction::parse(a).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_action",
+                    format!("unknown audit action '{a}'"),
+                )
+            })
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        actor: query.actor.clone(),
+        action,
+        case_id: query.case_id.clone(),
+        from: query
+            .from
+            .as_deref()
+            .map(|t| instant("from", t))
+            .transpose()?,
+        to: query.to.as_deref().map(|t| instant("to", t)).transpose()?,
+        after_seq: query.after_seq,
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let entries = casework::audit_entries(&state.store, &actor, &filter).await?;
+    let body: Vec<Value> = entries
+        .iter()
+        .map(|c| {
+            let e = &c.entry;
+            json!({
+                "seq": c.seq,
+                "at": rfc3339(e.at),
+                "actor": e.actor,
+                "role": e.role,
+                "office": e.office,
+                "action": e.action.as_str(),
+                "target": e.target,
+                "case_id": e.case_id,
+                "purpose": e.purpose,
+                "legal_basis": e.legal_basis,
+                "prev_hash": c.prev_hash,
+                "hash": c.hash,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "entries": body })))
 }

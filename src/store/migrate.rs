@@ -27,6 +27,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_breaker_window_alerts.sql"),
         postgres: include_str!("../../migrations/postgres/0002_breaker_window_alerts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit",
+        sqlite: include_str!("../../migrations/sqlite/0003_audit.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_audit.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -7,6 +7,7 @@
 //! multi-row change is one transaction.
 
 mod answers;
+mod audit;
 mod cases;
 mod institutions;
 mod migrate;
@@ -19,6 +20,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount};
+pub use audit::AuditFilter;
 pub use cases::{AlertRecord, CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord};
 pub use institutions::{Institution, InstitutionSettings};
 pub use queue::{

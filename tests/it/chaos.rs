@@ -33,7 +33,7 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -42,15 +42,16 @@ fn free_port() -> u16 {
 }
 
 /// A `shokai serve` child process that can be killed and restarted.
-struct GatewayProcess {
+pub(crate) struct GatewayProcess {
     args: Vec<String>,
     staff_port: u16,
     child: Option<Child>,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl GatewayProcess {
-    fn new(
+    pub(crate) fn new(
         url: &str,
         pki: &Path,
         staff_port: u16,
@@ -99,10 +100,17 @@ impl GatewayProcess {
             staff_port,
             child: None,
             log,
+            env: vec![("SHOKAI_LOG".into(), "shokai=info".into())],
         }
     }
 
-    async fn start(&mut self) {
+    /// Logs everything, every crate, at debug level.
+    pub(crate) fn verbose(mut self) -> Self {
+        self.env = vec![("SHOKAI_LOG".into(), "debug".into())];
+        self
+    }
+
+    pub(crate) async fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,7 +118,7 @@ impl GatewayProcess {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_shokai"))
             .args(&self.args)
-            .env("SHOKAI_LOG", "shokai=info")
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -138,7 +146,7 @@ impl GatewayProcess {
         .await;
     }
 
-    async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.start_kill().unwrap();
             child.wait().await.unwrap();
@@ -154,17 +162,17 @@ impl GatewayProcess {
     }
 }
 
-struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
-    pki: PathBuf,
+    pub(crate) pki: PathBuf,
     bank_log: PathBuf,
-    store: Store,
-    token: String,
-    bank_port: u16,
+    pub(crate) store: Store,
+    pub(crate) token: String,
+    pub(crate) bank_port: u16,
     _banks: crate::support::MockBanks,
 }
 
-async fn setup(url: &str, faults: &[&str]) -> Setup {
+pub(crate) async fn setup(url: &str, faults: &[&str]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
     pki::init(
@@ -225,7 +233,12 @@ async fn setup(url: &str, faults: &[&str]) -> Setup {
 /// API, retrying each call until it goes through (the gateway may be dead
 /// at any moment). Requests carry an Idempotency-Key, so a retry after a
 /// lost reply cannot file twice. Returns the request ids.
-async fn file_cases(staff_port: u16, token: &str, cases: usize, tag: &str) -> Vec<String> {
+pub(crate) async fn file_cases(
+    staff_port: u16,
+    token: &str,
+    cases: usize,
+    tag: &str,
+) -> Vec<String> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -316,7 +329,11 @@ fn kana_number(mut n: usize) -> String {
 
 /// Waits until every inquiry is final, then checks nothing was lost,
 /// nothing filed twice, and every batch reached its bank.
-async fn assert_all_delivered(s: &Setup, requests: &[String], timeout: Duration) -> usize {
+pub(crate) async fn assert_all_delivered(
+    s: &Setup,
+    requests: &[String],
+    timeout: Duration,
+) -> usize {
     let expected = requests.len() * SUBJECTS_PER_CASE * BANKS.len();
     eventually("every inquiry to reach a final state", timeout, || async {
         let counts = s.store.inquiry_state_counts().await.unwrap();

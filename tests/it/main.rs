@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod audit;
 mod chaos;
 mod e2e;
 mod schemas;
