@@ -144,9 +144,17 @@ struct TuningArgs {
 }
 
 impl TuningArgs {
-    fn into_tuning(self, grace: Duration) -> shokai::delivery::EngineTuning {
+    fn into_tuning(self, grace: Duration) -> anyhow::Result<shokai::delivery::EngineTuning> {
+        // A lease shorter than a request would let a second process resend
+        // a batch that is still on its way.
+        anyhow::ensure!(
+            self.lease_ms > self.request_timeout_ms,
+            "--lease-ms ({}) must be longer than --request-timeout-ms ({})",
+            self.lease_ms,
+            self.request_timeout_ms
+        );
         let ms = Duration::from_millis;
-        shokai::delivery::EngineTuning {
+        Ok(shokai::delivery::EngineTuning {
             lease: ms(self.lease_ms),
             request_timeout: ms(self.request_timeout_ms),
             poll_interval: ms(self.poll_ms),
@@ -163,7 +171,7 @@ impl TuningArgs {
             },
             shutdown_grace: grace,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -321,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
                 workers,
                 run_engine: role != ProcessRole::Api,
                 serve_api: role != ProcessRole::Dispatcher,
-                engine: tuning.into_tuning(Duration::from_secs(grace_secs)),
+                engine: tuning.into_tuning(Duration::from_secs(grace_secs))?,
             })
             .await?;
             match (gateway.staff_addr, gateway.bank_addr) {
