@@ -66,6 +66,22 @@ pub struct Gateway {
     servers: Option<Servers>,
 }
 
+/// The expiry of the certificates this process presents; warns in the log
+/// when one runs out within the warning period.
+fn certificate_expiries(server: &Identity, client: &Identity) -> Vec<(String, i64)> {
+    let soon = crate::domain::time::now_millis() + http::CERTIFICATE_WARNING_DAYS * 86_400_000;
+    [("bank-api-server", server), ("bank-client", client)]
+        .into_iter()
+        .filter_map(|(name, id)| {
+            let expires = crate::tls::not_after(id.chain.first()?.as_ref())?;
+            if expires < soon {
+                tracing::warn!(certificate = name, expires = %crate::domain::time::rfc3339(expires), "certificate expires soon");
+            }
+            Some((name.to_owned(), expires))
+        })
+        .collect()
+}
+
 impl Gateway {
     pub async fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
         crate::tls::install_crypto_provider();
@@ -85,6 +101,7 @@ impl Gateway {
             crls,
         )?;
         let client = Identity::load(&t.client_cert, &t.client_key)?;
+        let certificates = Arc::new(certificate_expiries(&server, &client));
         let wake = Arc::new(Notify::new());
         let engine = config.run_engine.then(|| {
             Engine::start(
@@ -98,6 +115,7 @@ impl Gateway {
                 AppState {
                     store: store.clone(),
                     wake,
+                    certificates,
                 },
                 http::ServerConfig {
                     staff_listen: config.staff_listen,

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod gateway;
 pub mod http;
 pub mod iso20022;
+pub mod metrics;
 pub mod mockbank;
 pub mod pki;
 pub mod store;

@@ -198,3 +198,83 @@ impl Identity {
         self.key.clone_key()
     }
 }
+
+/// Reads one DER element: (tag, content, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The end of a certificate's validity (ms since the epoch), read from its
+/// DER: Certificate → TBSCertificate → [version] serial signature issuer
+/// validity(notBefore, notAfter).
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (_, certificate, _) = der_element(cert)?;
+    let (_, mut tbs, _) = der_element(certificate)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2;
+    }
+    let rest = der_element(tbs)?.2; // serial
+    let rest = der_element(rest)?.2; // signature algorithm
+    let rest = der_element(rest)?.2; // issuer
+    let (_, validity, _) = der_element(rest)?;
+    let after = der_element(validity)?.2; // past notBefore
+    let (tag, value, _) = der_element(after)?;
+    let text = std::str::from_utf8(value).ok()?;
+    let full = match tag {
+        // UTCTime: YYMMDDHHMMSSZ, years 1950-2049.
+        0x17 => {
+            let yy: i32 = text.get(..2)?.parse().ok()?;
+            format!(
+                "{}{}",
+                if yy >= 50 { 1900 + yy } else { 2000 + yy },
+                text.get(2..)?
+            )
+        }
+        // GeneralizedTime: YYYYMMDDHHMMSSZ.
+        0x18 => text.to_owned(),
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(full.trim_end_matches('Z'), "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_expiry_of_a_generated_certificate() {
+        let ca = crate::pki::Ca::generate("expiry test").unwrap();
+        let (pem, _) = ca
+            .issue(&crate::pki::CertSpec {
+                common_name: "x",
+                server: false,
+                validity_days: 30,
+            })
+            .unwrap();
+        let der = parse_certs(&pem, "test").unwrap().remove(0);
+        let expires = not_after(der.as_ref()).unwrap();
+        let expected = crate::domain::time::now_millis() + 30 * 86_400_000;
+        assert!(
+            (expires - expected).abs() < 120_000,
+            "{expires} vs {expected}"
+        );
+        assert_eq!(not_after(b"\x30\x03\x01\x01\x00"), None);
+        assert_eq!(not_after(&[]), None);
+    }
+}

@@ -556,7 +556,28 @@ pub async fn receive_answers(
     let mut trail = Vec::new();
     for answer in answers {
         let result = store.apply_answer(institution, answer, now).await;
-        if let Ok(ApplyOutcome::Accepted { revision }) = &result {
+        let label = match &result {
+            Ok(ApplyOutcome::Accepted { .. }) => "accepted",
+            Ok(ApplyOutcome::Duplicate) => "duplicate",
+            Ok(ApplyOutcome::Rejected { .. }) => "rejected",
+            Err(_) => "error",
+        };
+        crate::metrics::inc(
+            "shokai_answers_total",
+            "Answers received from banks, by result.",
+            &[("institution", institution.as_str()), ("result", label)],
+        );
+        if let Ok(ApplyOutcome::Accepted {
+            revision,
+            waited_ms,
+        }) = &result
+        {
+            crate::metrics::observe(
+                "shokai_answer_latency_seconds",
+                "From filing an inquiry to its (first or corrected) answer.",
+                &[("institution", institution.as_str())],
+                *waited_ms as f64 / 1000.0,
+            );
             trail.push(AuditEntry {
                 at: now,
                 actor: format!("bank:{institution}"),

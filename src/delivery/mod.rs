@@ -251,6 +251,21 @@ pub async fn deliver(
     // What the breaker counts: did the bank itself reply (even to refuse)?
     let bank_answered = matches!(&result, Ok(r) if FailureClass::of_http_status(r.status) != FailureClass::Retryable);
     let (finish, outcome, status, error) = judge(&batch, result, config, ended_at);
+    let labels = [
+        ("institution", batch.institution.as_str()),
+        ("outcome", outcome),
+    ];
+    crate::metrics::inc(
+        "shokai_delivery_attempts_total",
+        "Delivery attempts by institution and outcome.",
+        &labels,
+    );
+    crate::metrics::observe(
+        "shokai_delivery_duration_seconds",
+        "Duration of one delivery attempt.",
+        &[("institution", batch.institution.as_str())],
+        (ended_at - started_at) as f64 / 1000.0,
+    );
     let record = AttemptRecord {
         batch_id: batch.id.clone(),
         attempt_no: batch.attempt,

@@ -3,6 +3,7 @@
 //! mutual TLS, XML), so that banks never reach staff routes.
 
 mod bank;
+mod ops;
 mod problem;
 mod staff;
 
@@ -23,7 +24,13 @@ pub struct AppState {
     pub store: Store,
     /// Wakes the delivery engine when new work is filed.
     pub wake: Arc<Notify>,
+    /// The certificates this process presents, with their expiry (ms):
+    /// `/readyz` fails and `/metrics` warns before they run out.
+    pub certificates: Arc<Vec<(String, i64)>>,
 }
+
+/// `/readyz` fails when a certificate expires within this many days.
+pub const CERTIFICATE_WARNING_DAYS: i64 = 30;
 
 /// The DER of the client certificate the peer presented on this connection.
 #[derive(Clone)]
@@ -74,6 +81,8 @@ pub fn start(state: AppState, config: ServerConfig) -> std::io::Result<Servers> 
     let staff = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(staff_state.clone()))
+            .wrap(actix_web::middleware::from_fn(ops::measure_staff))
+            .configure(ops::routes)
             .configure(staff::routes)
     })
     .workers(config.workers)
@@ -84,6 +93,7 @@ pub fn start(state: AppState, config: ServerConfig) -> std::io::Result<Servers> 
     let bank = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap(actix_web::middleware::from_fn(ops::measure_bank))
             .configure(bank::routes)
     })
     .on_connect(capture_peer_certificate)

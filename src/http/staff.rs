@@ -22,11 +22,7 @@ use crate::store::{AlertRecord, AuditFilter, CaseFile, CaseRecord, InquiryView, 
 const MAX_BODY: usize = 256 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/healthz",
-        web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-    )
-    .service(
+    cfg.service(
         web::scope("/api/v1")
             .route("/cases", web::post().to(create_case))
             .route("/cases/{id}", web::get().to(get_case))

@@ -18,6 +18,8 @@ pub enum ApplyOutcome {
     /// Filed as this revision (1 for the first answer, more for corrections).
     Accepted {
         revision: i64,
+        /// How long the inquiry waited from filing to this answer (ms).
+        waited_ms: i64,
     },
     /// The same content as the current revision: acknowledged and ignored.
     Duplicate,
@@ -69,7 +71,7 @@ impl Store {
     ) -> Result<ApplyOutcome> {
         let mut tx = self.begin().await?;
         let row = q(format!(
-            "SELECT state, institution_code, case_id, answer_revision FROM inquiries WHERE id = $1{}",
+            "SELECT state, institution_code, case_id, answer_revision, created_at FROM inquiries WHERE id = $1{}",
             self.dialect.for_update()
         ))
         .bind(answer.inquiry_id.as_str().to_owned())
@@ -91,6 +93,7 @@ impl Store {
         let state = InquiryState::parse(&get_str(&row, "state")?)?;
         let case_id = get_str(&row, "case_id")?;
         let revision = get_i64(&row, "answer_revision")?;
+        let filed_at = get_i64(&row, "created_at")?;
         match state {
             InquiryState::Cancelled => {
                 return Ok(reject(
@@ -264,6 +267,7 @@ impl Store {
         tx.commit().await?;
         Ok(ApplyOutcome::Accepted {
             revision: new_revision,
+            waited_ms: now - filed_at,
         })
     }
 

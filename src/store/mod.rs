@@ -24,7 +24,7 @@ pub use audit::AuditFilter;
 pub use cases::{AlertRecord, CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord};
 pub use institutions::{Institution, InstitutionSettings};
 pub use queue::{
-    AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueStats, QueuedInstitution,
+    AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueGauges, QueueStats, QueuedInstitution,
 };
 
 use crate::domain::DomainError;

@@ -679,3 +679,77 @@ impl Store {
         get_opt_i64(&row, "t")
     }
 }
+
+/// The queue as seen by `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct QueueGauges {
+    /// (institution, state, count)
+    pub inquiries: Vec<(String, String, i64)>,
+    pub batches: Vec<(String, String, i64)>,
+    /// (institution, age in ms) of the oldest inquiry without an answer.
+    pub oldest_waiting: Vec<(String, i64)>,
+    /// (institution, consecutive failures, open)
+    pub breakers: Vec<(String, i64, bool)>,
+}
+
+impl Store {
+    pub async fn queue_gauges(&self, now: i64) -> Result<QueueGauges> {
+        let triples = |rows: Vec<sqlx::any::AnyRow>| -> Result<Vec<(String, String, i64)>> {
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        get_str(r, "institution_code")?,
+                        get_str(r, "state")?,
+                        get_i64(r, "n")?,
+                    ))
+                })
+                .collect()
+        };
+        let inquiries = q(
+            "SELECT institution_code, state, COUNT(*) AS n FROM inquiries \
+               GROUP BY institution_code, state"
+                .to_owned(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let batches = q(
+            "SELECT institution_code, state, COUNT(*) AS n FROM batches \
+               GROUP BY institution_code, state"
+                .to_owned(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let oldest = q(
+            "SELECT institution_code, MIN(created_at) AS t FROM inquiries \
+               WHERE state IN ('queued', 'batched', 'delivered') GROUP BY institution_code"
+                .to_owned(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let breakers = q(
+            "SELECT code, consecutive_failures, breaker_open_until FROM institutions \
+               WHERE channel = 'push'"
+                .to_owned(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(QueueGauges {
+            inquiries: triples(inquiries)?,
+            batches: triples(batches)?,
+            oldest_waiting: oldest
+                .iter()
+                .map(|r| Ok((get_str(r, "institution_code")?, now - get_i64(r, "t")?)))
+                .collect::<Result<_>>()?,
+            breakers: breakers
+                .iter()
+                .map(|r| {
+                    Ok((
+                        get_str(r, "code")?,
+                        get_i64(r, "consecutive_failures")?,
+                        get_opt_i64(r, "breaker_open_until")?.is_some_and(|t| t > now),
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+}

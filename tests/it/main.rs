@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod chaos;
 mod e2e;
+mod ops;
 mod schemas;
 mod store;
 mod tls;

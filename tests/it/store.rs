@@ -257,13 +257,13 @@ async fn queue_flow(url: String) {
     // revision 2, another bank's answer refused.
     let inquiry = delivered[0].id.clone();
     let t = now_millis();
-    assert_eq!(
+    assert!(matches!(
         store
             .apply_answer(&code("0001"), &found(&inquiry, 100), t)
             .await
             .unwrap(),
-        ApplyOutcome::Accepted { revision: 1 }
-    );
+        ApplyOutcome::Accepted { revision: 1, .. }
+    ));
     assert_eq!(
         store
             .apply_answer(&code("0001"), &found(&inquiry, 100), t)
@@ -271,13 +271,13 @@ async fn queue_flow(url: String) {
             .unwrap(),
         ApplyOutcome::Duplicate
     );
-    assert_eq!(
+    assert!(matches!(
         store
             .apply_answer(&code("0001"), &found(&inquiry, 250), t)
             .await
             .unwrap(),
-        ApplyOutcome::Accepted { revision: 2 }
-    );
+        ApplyOutcome::Accepted { revision: 2, .. }
+    ));
     match store
         .apply_answer(&code("0005"), &found(&inquiry, 999), t)
         .await
