@@ -177,3 +177,41 @@ pub async fn verify_audit(store: &Store) -> anyhow::Result<AuditVerdict> {
         head: hash,
     })
 }
+
+/// Purges personal data of cases closed more than `days` ago and records
+/// the counts (never the data) in the audit trail.
+pub async fn purge_expired(store: &Store, days: u32) -> anyhow::Result<crate::store::PurgeCounts> {
+    use crate::domain::audit::{AuditAction, AuditEntry};
+    let now = crate::domain::time::now_millis();
+    let cutoff = now - i64::from(days) * 86_400_000;
+    let (counts, cases) = store.purge_closed_cases(cutoff).await?;
+    if counts != crate::store::PurgeCounts::default() {
+        let c = &counts;
+        store
+            .append_audit(&[AuditEntry {
+                at: now,
+                actor: "system:retention".into(),
+                role: "system".into(),
+                office: String::new(),
+                action: AuditAction::Purge,
+                target: format!(
+                    "{} cases, {} subjects, {} requests, {} inquiries, {} answers, {} batch payloads (retention {days} days)",
+                    c.cases, c.subjects, c.requests, c.inquiries, c.answers, c.batch_payloads
+                ),
+                case_id: None,
+                purpose: (!cases.is_empty()).then(|| {
+                    cases.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
+                }),
+                legal_basis: None,
+            }])
+            .await?;
+        tracing::info!(
+            cases = c.cases,
+            inquiries = c.inquiries,
+            answers = c.answers,
+            payloads = c.batch_payloads,
+            "retention purge"
+        );
+    }
+    Ok(counts)
+}

@@ -64,6 +64,7 @@ pub struct Gateway {
     pub bank_addr: Option<SocketAddr>,
     engine: Option<Engine>,
     servers: Option<Servers>,
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The expiry of the certificates this process presents; warns in the log
@@ -127,7 +128,23 @@ impl Gateway {
         } else {
             None
         };
+        let retention = match (config.run_engine, config.engine.retention_days) {
+            (true, Some(days)) => {
+                let store = store.clone();
+                Some(tokio::spawn(async move {
+                    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+                    loop {
+                        hourly.tick().await;
+                        if let Err(e) = crate::admin::purge_expired(&store, days).await {
+                            tracing::error!(error = %e, "retention purge failed");
+                        }
+                    }
+                }))
+            }
+            _ => None,
+        };
         Ok(Gateway {
+            retention,
             store,
             staff_addr: servers.as_ref().map(|s| s.staff_addr),
             bank_addr: servers.as_ref().map(|s| s.bank_addr),
@@ -152,6 +169,9 @@ impl Gateway {
 
     /// Stops taking requests, lets deliveries under way finish, closes the store.
     pub async fn stop(self) {
+        if let Some(r) = &self.retention {
+            r.abort();
+        }
         if let Some(servers) = self.servers {
             servers.stop().await;
         }

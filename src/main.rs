@@ -101,6 +101,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Personal data past its retention period.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -141,6 +146,9 @@ struct TuningArgs {
     breaker_threshold: i64,
     #[arg(long, default_value_t = 30_000)]
     breaker_cooldown_ms: u64,
+    /// Purge personal data of cases closed this many days ago (hourly).
+    #[arg(long)]
+    retention_days: Option<u32>,
 }
 
 impl TuningArgs {
@@ -170,6 +178,7 @@ impl TuningArgs {
                 cool_down: ms(self.breaker_cooldown_ms),
             },
             shutdown_grace: grace,
+            retention_days: self.retention_days,
             ..Default::default()
         })
     }
@@ -180,6 +189,15 @@ enum ProcessRole {
     All,
     Api,
     Dispatcher,
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Remove the personal data of cases closed more than DAYS ago.
+    Purge {
+        #[arg(long)]
+        days: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -389,6 +407,15 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::open(&db).await?;
             let token = admin::create_token(&store, Role::parse(&role)?, &office, &label).await?;
             println!("{token}");
+        }
+        Command::Retention {
+            command: RetentionCommand::Purge { days },
+        } => {
+            let c = admin::purge_expired(&Store::open(&db).await?, days).await?;
+            println!(
+                "purged {} cases, {} subjects, {} requests, {} inquiries, {} answers, {} batch payloads",
+                c.cases, c.subjects, c.requests, c.inquiries, c.answers, c.batch_payloads
+            );
         }
         Command::Audit { command } => audit_command(&Store::open(&db).await?, command).await?,
         Command::Admin { command } => admin_command(&Store::open(&db).await?, command).await?,

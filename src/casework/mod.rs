@@ -622,3 +622,24 @@ pub async fn audit_entries(
     .await?;
     Ok(store.audit_entries(filter).await?)
 }
+
+/// Closes a case: its retention period starts now.
+pub async fn close_case(
+    store: &Store,
+    actor: &Actor,
+    id: &CaseId,
+) -> Result<CaseRecord, CaseworkError> {
+    check_can_file(actor)?;
+    checked_case(store, actor, id).await?;
+    audit(
+        store,
+        actor,
+        AuditAction::CaseClose,
+        format!("case:{id}"),
+        Some(id),
+        None,
+    )
+    .await?;
+    store.close_case(id, now_millis()).await?;
+    checked_case(store, actor, id).await
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 use crate::domain::breaker::BreakerPolicy;
 use crate::domain::ids::BatchId;
@@ -47,6 +48,9 @@ pub struct EngineTuning {
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     pub shutdown_grace: Duration,
+    /// Purge personal data of cases closed this many days ago (checked
+    /// hourly by a process that runs the engine); never when absent.
+    pub retention_days: Option<u32>,
 }
 
 impl Default for EngineTuning {
@@ -59,6 +63,7 @@ impl Default for EngineTuning {
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
+            retention_days: None,
         }
     }
 }
@@ -220,10 +225,21 @@ async fn run_dispatcher(
                     for batch in claimed {
                         let (store, config, clients, wake) =
                             (store.clone(), config.clone(), clients.clone(), wake.clone());
-                        tasks.spawn(async move {
-                            deliver(&store, &config, &clients, batch).await;
-                            wake.notify_waiters();
-                        });
+                        // A span per delivery, so every log line of it carries
+                        // the batch and institution.
+                        let span = tracing::info_span!(
+                            "delivery",
+                            batch = %batch.id,
+                            institution = %batch.institution,
+                            attempt = batch.attempt
+                        );
+                        tasks.spawn(
+                            async move {
+                                deliver(&store, &config, &clients, batch).await;
+                                wake.notify_waiters();
+                            }
+                            .instrument(span),
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, code = e.code(), "claim failed"),

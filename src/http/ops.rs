@@ -8,6 +8,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::{AppState, CERTIFICATE_WARNING_DAYS};
 use crate::domain::time::now_millis;
@@ -119,7 +120,14 @@ async fn measure(
     // Route patterns, not paths: ids in paths would explode the series.
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
-    let res = next.call(req).await?;
+    let span = tracing::info_span!(
+        "http",
+        listener,
+        method = %method,
+        route = %route,
+        request_id = %uuid::Uuid::now_v7().simple()
+    );
+    let res = next.call(req).instrument(span).await?;
     let status = res.status().as_u16().to_string();
     let labels = [
         ("listener", listener),

@@ -28,6 +28,7 @@ pub struct CaseRecord {
     pub case_number: String,
     pub decision_date: Option<NaiveDate>,
     pub created_at: i64,
+    pub closed_at: Option<i64>,
     pub subjects: Vec<Subject>,
 }
 
@@ -194,7 +195,7 @@ impl Store {
 
     pub async fn case(&self, id: &CaseId) -> Result<Option<CaseRecord>> {
         let Some(row) = q(
-            "SELECT id, office, case_number, decision_date, created_at FROM cases WHERE id = $1"
+            "SELECT id, office, case_number, decision_date, created_at, closed_at FROM cases WHERE id = $1"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())
@@ -216,6 +217,7 @@ impl Store {
             case_number: get_str(&row, "case_number")?,
             decision_date: get_opt_date(&row, "decision_date")?,
             created_at: get_i64(&row, "created_at")?,
+            closed_at: get_opt_i64(&row, "closed_at")?,
             subjects,
         }))
     }

@@ -33,6 +33,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_audit.sql"),
         postgres: include_str!("../../migrations/postgres/0003_audit.sql"),
     },
+    Migration {
+        version: 4,
+        name: "retention",
+        sqlite: include_str!("../../migrations/sqlite/0004_retention.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_retention.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

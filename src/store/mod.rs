@@ -12,6 +12,7 @@ mod cases;
 mod institutions;
 mod migrate;
 mod queue;
+mod retention;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use institutions::{Institution, InstitutionSettings};
 pub use queue::{
     AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueGauges, QueueStats, QueuedInstitution,
 };
+pub use retention::PurgeCounts;
 
 use crate::domain::DomainError;
 

@@ -9,6 +9,7 @@ mod audit;
 mod chaos;
 mod e2e;
 mod ops;
+mod retention;
 mod schemas;
 mod store;
 mod tls;

@@ -1,0 +1,108 @@
+//! Closing cases and purging personal data past the retention period.
+
+use super::{Result, Store, StoreError, get_i64, get_str, q};
+use crate::domain::ids::CaseId;
+
+/// What one purge removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub cases: i64,
+    pub subjects: i64,
+    pub requests: i64,
+    pub inquiries: i64,
+    pub answers: i64,
+    pub batch_payloads: i64,
+}
+
+impl Store {
+    /// Marks a case closed. Its open inquiries must be cancelled or answered
+    /// first: a closed case asks nobody anything.
+    pub async fn close_case(&self, id: &CaseId, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let open = q("SELECT COUNT(*) AS n FROM inquiries WHERE case_id = $1 \
+               AND state IN ('queued', 'batched', 'delivered')"
+            .to_owned())
+        .bind(id.as_str().to_owned())
+        .fetch_one(&mut *tx)
+        .await?;
+        let n = get_i64(&open, "n")?;
+        if n > 0 {
+            return Err(StoreError::Conflict(format!(
+                "case {id} has {n} inquiries without an answer; cancel them first"
+            )));
+        }
+        let done =
+            q("UPDATE cases SET closed_at = $1 WHERE id = $2 AND closed_at IS NULL".to_owned())
+                .bind(now)
+                .bind(id.as_str().to_owned())
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("open case {id}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes every row holding personal data of cases closed before
+    /// `cutoff`, and blanks the payloads of finished batches last touched
+    /// before it. One transaction per case, so a purge can stop anywhere.
+    pub async fn purge_closed_cases(&self, cutoff: i64) -> Result<(PurgeCounts, Vec<CaseId>)> {
+        let rows = q("SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at < $1 ORDER BY closed_at".to_owned())
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = PurgeCounts::default();
+        let mut purged = Vec::new();
+        for row in rows {
+            let id = get_str(&row, "id")?;
+            let mut tx = self.begin().await?;
+            let answers = "SELECT a.id FROM answers a JOIN inquiries i ON i.id = a.inquiry_id WHERE i.case_id = $1";
+            let steps: [(&str, String); 11] = [
+                ("", format!("DELETE FROM answer_transactions WHERE account_id IN \
+                     (SELECT c.id FROM answer_accounts c WHERE c.answer_id IN ({answers}))")),
+                ("", format!("DELETE FROM answer_accounts WHERE answer_id IN ({answers})")),
+                ("", format!("DELETE FROM answer_other_holdings WHERE answer_id IN ({answers})")),
+                ("", "DELETE FROM case_file_entries WHERE case_id = $1".to_owned()),
+                ("answers", format!("DELETE FROM answers WHERE id IN ({answers})")),
+                ("", "DELETE FROM inquiry_events WHERE inquiry_id IN (SELECT id FROM inquiries WHERE case_id = $1)".to_owned()),
+                ("", "DELETE FROM case_alerts WHERE case_id = $1".to_owned()),
+                ("inquiries", "DELETE FROM inquiries WHERE case_id = $1".to_owned()),
+                ("requests", "DELETE FROM requests WHERE case_id = $1".to_owned()),
+                ("subjects", "DELETE FROM subjects WHERE case_id = $1".to_owned()),
+                ("cases", "DELETE FROM cases WHERE id = $1".to_owned()),
+            ];
+            for (counted, sql) in steps {
+                let n = q(sql)
+                    .bind(id.clone())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64;
+                match counted {
+                    "answers" => counts.answers += n,
+                    "inquiries" => counts.inquiries += n,
+                    "requests" => counts.requests += n,
+                    "subjects" => counts.subjects += n,
+                    "cases" => counts.cases += n,
+                    _ => {}
+                }
+            }
+            tx.commit().await?;
+            purged.push(CaseId::from_trusted(id));
+        }
+        // Payloads carry names and birth dates of many cases at once: blank
+        // those of delivered batches older than the cutoff. (Dead ones stay:
+        // an admin may still send them again.)
+        let blanked = q(
+            "UPDATE batches SET payload = $1 WHERE state = 'acknowledged' AND updated_at < $2 \
+               AND payload <> $1"
+                .to_owned(),
+        )
+        .bind(Vec::<u8>::new())
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        counts.batch_payloads = blanked.rows_affected() as i64;
+        Ok((counts, purged))
+    }
+}

@@ -1,0 +1,137 @@
+//! Retention: a closed case's personal data is purged after the period,
+//! other cases are untouched, and the trail records counts only.
+
+use shokai::delivery::seal_due_batches;
+use shokai::domain::answer::{Answer, Outcome};
+use shokai::domain::audit::AuditAction;
+use shokai::domain::breaker::BreakerPolicy;
+use shokai::domain::time::now_millis;
+use shokai::store::{AttemptRecord, AuditFilter, BatchFinish, StoreError};
+
+use crate::db_test;
+use crate::support::{code, import_small_directory, open};
+
+async fn closed_cases_are_purged_after_the_period(url: String) {
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    let mut settings = store
+        .institution(&code("0001"))
+        .await
+        .unwrap()
+        .unwrap()
+        .settings;
+    settings.channel = shokai::domain::state::Channel::Push;
+    settings.endpoint_url = Some("https://127.0.0.1:9/x".into());
+    settings.server_ca_pem = Some("unused".into());
+    settings.batch_max_age_ms = 0;
+    store
+        .update_institution_settings(&code("0001"), &settings)
+        .await
+        .unwrap();
+    let closing = crate::store::file_request_for(&store, 2, &["0001"]).await;
+    let keeping = crate::store::file_request_for(&store, 1, &["0001"]).await;
+    seal_due_batches(&store, now_millis() + 1).await.unwrap();
+    let policy = BreakerPolicy::default();
+    for b in store
+        .claim_due_batches(now_millis(), 60_000, 10, &policy)
+        .await
+        .unwrap()
+    {
+        let a = AttemptRecord {
+            batch_id: b.id.clone(),
+            attempt_no: 1,
+            token: b.token.clone(),
+            started_at: now_millis(),
+            ended_at: now_millis(),
+            outcome: "acknowledged".into(),
+            http_status: Some(200),
+            error: None,
+        };
+        store
+            .finish_batch(&a, &BatchFinish::Acknowledged, None)
+            .await
+            .unwrap();
+    }
+    // A case with unanswered inquiries cannot close.
+    let case = closing.case_id.clone();
+    assert!(matches!(
+        store.close_case(&case, now_millis()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    for r in [&closing, &keeping] {
+        for i in &r.inquiries {
+            let answer = Answer {
+                inquiry_id: i.id.clone(),
+                response_id: "R".into(),
+                outcome: Outcome::NotFound,
+            };
+            store
+                .apply_answer(&code("0001"), &answer, now_millis())
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .close_case(&case, now_millis() - 5 * 86_400_000)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store.close_case(&case, now_millis()).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "closed once"
+    );
+
+    // Within the period nothing goes.
+    let counts = shokai::admin::purge_expired(&store, 30).await.unwrap();
+    assert_eq!(counts, shokai::store::PurgeCounts::default());
+    assert!(store.case(&case).await.unwrap().is_some());
+
+    // Past it, everything personal of that case goes, and only that case.
+    let counts = shokai::admin::purge_expired(&store, 3).await.unwrap();
+    assert_eq!(
+        (
+            counts.cases,
+            counts.subjects,
+            counts.requests,
+            counts.inquiries,
+            counts.answers
+        ),
+        (1, 2, 1, 2, 2)
+    );
+    assert!(store.case(&case).await.unwrap().is_none());
+    assert!(store.request(&closing.id).await.unwrap().is_none());
+    let kept = store.request(&keeping.id).await.unwrap().unwrap();
+    assert_eq!(kept.inquiries.len(), 1);
+    assert_eq!(
+        store
+            .case_file(&keeping.case_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .entries
+            .len(),
+        1
+    );
+    let trail = store
+        .audit_entries(&AuditFilter {
+            action: Some(AuditAction::Purge),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), 1);
+    assert!(
+        trail[0].entry.target.starts_with("1 cases, 2 subjects"),
+        "{}",
+        trail[0].entry.target
+    );
+    assert_eq!(trail[0].entry.purpose.as_deref(), Some(case.as_str()));
+    store.close().await;
+}
+db_test!(
+    closed_cases_are_purged_after_the_period,
+    super::closed_cases_are_purged_after_the_period
+);
