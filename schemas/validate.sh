@@ -5,7 +5,7 @@
 #   schemas/validate.sh FILE...         validate the given files
 #
 # The schema is chosen from the root element (namespace + local name):
-#   b:InqryBtch, b:BtchRct, b:AnswBtch, b:AnswBtchRct -> shokai.batch.001.01.xsd
+#   b:InqryBtch, b:BtchRct, b:AnswBtch, b:AnswBtchRct, b:PdgBtchs -> shokai.batch.001.01.xsd
 #     (this imports head.001, auth.001, auth.002 and the jpdpst profile, so the
 #      ISO documents and the jp: supplementary documents inside are validated
 #      in the same pass)
@@ -35,7 +35,8 @@ schema_for() {
     "{urn:shokai:xsd:batch.001.01}InqryBtch" | \
     "{urn:shokai:xsd:batch.001.01}BtchRct" | \
     "{urn:shokai:xsd:batch.001.01}AnswBtch" | \
-    "{urn:shokai:xsd:batch.001.01}AnswBtchRct")
+    "{urn:shokai:xsd:batch.001.01}AnswBtchRct" | \
+    "{urn:shokai:xsd:batch.001.01}PdgBtchs")
       echo "$here/shokai.batch.001.01.xsd" ;;
     "{urn:shokai:xsd:jpdpst.001.01}InqryDtls" | \
     "{urn:shokai:xsd:jpdpst.001.01}DpstRpt")

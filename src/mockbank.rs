@@ -29,7 +29,9 @@ use crate::tls::{Identity, load_certs, mtls_client_config, mtls_server_config};
 #[derive(Debug, Clone)]
 pub struct MockBankConfig {
     pub code: InstitutionCode,
-    pub listen: SocketAddr,
+    /// Where to listen for pushed batches; None for a pull bank, which
+    /// fetches its batches from the gateway instead.
+    pub listen: Option<SocketAddr>,
     pub faults: Faults,
 }
 
@@ -233,7 +235,23 @@ pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
             pending: Mutex::default(),
             log,
         });
-        let listener = std::net::TcpListener::bind(b.listen)?;
+        let Some(listen) = b.listen else {
+            println!("mock-bank {} pull", b.code);
+            tokio::spawn(pull_loop(
+                bank.clone(),
+                client.clone(),
+                config.gateway_url.clone(),
+                config.answer_delay,
+            ));
+            tokio::spawn(answer_loop(
+                bank,
+                client,
+                config.gateway_url.clone(),
+                config.answer_delay,
+            ));
+            continue;
+        };
+        let listener = std::net::TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let data = bank.clone();
         let server = HttpServer::new(move || {
@@ -259,7 +277,81 @@ pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
     for s in servers {
         s.await??;
     }
+    // Only pull banks: they run until the process is stopped.
+    std::future::pending::<()>().await;
     Ok(())
+}
+
+/// A pull bank: lists its pending batches on the gateway, fetches each,
+/// takes it as a pushed batch would be taken, and acknowledges it.
+async fn pull_loop(bank: Arc<Bank>, client: reqwest::Client, answers_url: String, every: Duration) {
+    let base = answers_url.trim_end_matches("/answers").to_owned();
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = pull_once(&bank, &client, &base).await {
+            eprintln!("mock-bank {} (pull): {e}", bank.code);
+        }
+    }
+}
+
+async fn pull_once(bank: &Bank, client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let listing = client
+        .get(format!("{base}/batches?status=pending"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        listing.status().is_success(),
+        "listing: HTTP {}",
+        listing.status()
+    );
+    for pending in iso20022::decode_pending_batches(&listing.bytes().await?)? {
+        let resp = client
+            .get(format!("{base}/batches/{}", pending.batch_id))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "fetching {}: HTTP {}",
+            pending.batch_id,
+            resp.status()
+        );
+        let batch = iso20022::decode_inquiry_batch(&resp.bytes().await?, &Limits::default())?;
+        anyhow::ensure!(
+            batch.institution == bank.code,
+            "batch {} is for {}",
+            batch.batch_id,
+            batch.institution
+        );
+        take_batch(bank, &batch);
+        let ack = client
+            .post(format!("{base}/batches/{}/ack", batch.batch_id))
+            .send()
+            .await?;
+        let receipt = iso20022::decode_batch_receipt(&ack.bytes().await?)?;
+        anyhow::ensure!(
+            receipt.accepted,
+            "the gateway refused the acknowledgement of {}",
+            batch.batch_id
+        );
+    }
+    Ok(())
+}
+
+/// Records a received batch once (by id) and queues its answers.
+fn take_batch(bank: &Bank, batch: &iso20022::ReceivedBatch) {
+    let first_time = bank
+        .seen_batches
+        .lock()
+        .expect("lock")
+        .insert(batch.batch_id.clone());
+    bank.log(&batch.batch_id, batch.inquiries.len(), first_time);
+    if first_time {
+        for inq in &batch.inquiries {
+            if let Some(answer) = generate_answer(&bank.code, inq) {
+                bank.queue(&batch.office, answer);
+            }
+        }
+    }
 }
 
 /// A response whose body breaks off: the peer sees the connection drop.
@@ -545,7 +637,8 @@ pub struct Args {
     /// The gateway's bank API answers URL, e.g. https://127.0.0.1:8443/bank/v1/answers
     #[arg(long)]
     pub gateway_url: String,
-    /// A bank to run, as CODE=ADDR (port 0 picks a free port); repeatable.
+    /// A bank to run, as CODE=ADDR (port 0 picks a free port), or CODE=pull
+    /// for a bank that fetches its batches from the gateway; repeatable.
     #[arg(long = "bank", required = true)]
     pub banks: Vec<String>,
     /// How long a bank waits before answering what it received.
@@ -579,7 +672,11 @@ impl Args {
                 };
                 Ok(MockBankConfig {
                     code: InstitutionCode::parse(code)?,
-                    listen: addr.parse()?,
+                    listen: if addr == "pull" {
+                        None
+                    } else {
+                        Some(addr.parse()?)
+                    },
                     faults,
                 })
             })

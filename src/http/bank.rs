@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 
 use super::{AppState, PeerCertificate};
 use crate::casework;
+use crate::domain::ids::BatchId;
 use crate::domain::zengin::InstitutionCode;
 use crate::iso20022::{self, AnswerBatchReceipt, AnswerResult, AnswerStatus, Limits};
 use crate::store::ApplyOutcome;
@@ -17,6 +18,9 @@ pub const MAX_ANSWER_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/bank/v1/answers", web::post().to(post_answers))
+        .route("/bank/v1/batches", web::get().to(list_batches))
+        .route("/bank/v1/batches/{id}", web::get().to(get_batch))
+        .route("/bank/v1/batches/{id}/ack", web::post().to(ack_batch))
         .default_service(web::to(|| async { HttpResponse::NotFound().finish() }));
 }
 
@@ -198,4 +202,185 @@ async fn post_answers(
             results,
         }),
     )
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Pull channel: the batches waiting for this bank.
+async fn list_batches(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> HttpResponse {
+    let institution = match institution(&req, &state).await {
+        Ok(code) => code,
+        Err(resp) => return resp,
+    };
+    if query.status.as_deref().is_some_and(|s| s != "pending") {
+        return refuse_batch(
+            StatusCode::BAD_REQUEST,
+            "",
+            "FRMT",
+            "status must be 'pending'",
+        );
+    }
+    match state
+        .store
+        .pending_pull_batches(&institution, query.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+    {
+        Ok(rows) => {
+            let listed: Vec<_> = rows
+                .iter()
+                .map(|b| iso20022::PendingBatch {
+                    batch_id: b.id.to_string(),
+                    created_at_ms: b.created_at,
+                    count: b.inquiry_count.max(0) as u64,
+                })
+                .collect();
+            xml(
+                StatusCode::OK,
+                iso20022::encode_pending_batches(&institution, &listed),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "listing pull batches failed");
+            refuse_batch(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "TEMP",
+                "try again later",
+            )
+        }
+    }
+}
+
+/// A refusal on the pull endpoints, as a batch receipt.
+fn refuse_batch(status: StatusCode, batch_id: &str, code: &str, text: &str) -> HttpResponse {
+    tracing::warn!(
+        status = status.as_u16(),
+        reason = code,
+        detail = text,
+        "pull request refused"
+    );
+    xml(
+        status,
+        iso20022::encode_batch_receipt(&iso20022::BatchReceipt {
+            batch_id: if batch_id.is_empty() {
+                "-".into()
+            } else {
+                batch_id.into()
+            },
+            accepted: false,
+            reason_code: Some(code.to_owned()),
+            reason_text: Some(text.to_owned()),
+            count: None,
+        }),
+    )
+}
+
+fn unknown_batch() -> HttpResponse {
+    refuse_batch(
+        StatusCode::NOT_FOUND,
+        "",
+        "UNKN",
+        "no such batch for this institution",
+    )
+}
+
+/// Pull channel: one batch, the same bytes a push bank would receive.
+async fn get_batch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let institution = match institution(&req, &state).await {
+        Ok(code) => code,
+        Err(resp) => return resp,
+    };
+    let Ok(id) = BatchId::parse(&id) else {
+        return unknown_batch();
+    };
+    match state.store.batch_payload(&institution, &id).await {
+        Ok(Some(payload)) if !payload.is_empty() => xml(StatusCode::OK, payload),
+        Ok(_) => refuse_batch(
+            StatusCode::NOT_FOUND,
+            id.as_str(),
+            "UNKN",
+            "no such batch for this institution",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a pull batch failed");
+            refuse_batch(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id.as_str(),
+                "TEMP",
+                "try again later",
+            )
+        }
+    }
+}
+
+/// Pull channel: the bank confirms it has the batch; the reply is the same
+/// receipt a push bank would send.
+async fn ack_batch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let institution = match institution(&req, &state).await {
+        Ok(code) => code,
+        Err(resp) => return resp,
+    };
+    let Ok(id) = BatchId::parse(&id) else {
+        return unknown_batch();
+    };
+    match state
+        .store
+        .acknowledge_pulled_batch(&institution, &id, crate::domain::time::now_millis())
+        .await
+    {
+        Ok(first) => {
+            if first {
+                crate::metrics::inc(
+                    "shokai_delivery_attempts_total",
+                    "Delivery attempts by institution and outcome.",
+                    &[("institution", institution.as_str()), ("outcome", "pulled")],
+                );
+                tracing::info!(batch = %id, institution = %institution, "batch pulled");
+            }
+            xml(
+                StatusCode::OK,
+                iso20022::encode_batch_receipt(&iso20022::BatchReceipt {
+                    batch_id: id.to_string(),
+                    accepted: true,
+                    reason_code: None,
+                    reason_text: None,
+                    count: None,
+                }),
+            )
+        }
+        Err(crate::store::StoreError::NotFound(_)) => refuse_batch(
+            StatusCode::NOT_FOUND,
+            id.as_str(),
+            "UNKN",
+            "no such batch for this institution",
+        ),
+        Err(crate::store::StoreError::Conflict(why)) => {
+            refuse_batch(StatusCode::CONFLICT, id.as_str(), "STAT", &why)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "acknowledging a pull batch failed");
+            refuse_batch(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id.as_str(),
+                "TEMP",
+                "try again later",
+            )
+        }
+    }
 }

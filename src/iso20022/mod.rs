@@ -927,3 +927,49 @@ pub fn decode_answer_batch_receipt(bytes: &[u8]) -> Result<AnswerBatchReceipt, C
 
 #[cfg(test)]
 mod tests;
+
+/// One batch waiting for a pull institution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBatch {
+    pub batch_id: String,
+    pub created_at_ms: i64,
+    pub count: u64,
+}
+
+/// The pull channel's listing of waiting batches.
+pub fn encode_pending_batches(institution: &InstitutionCode, batches: &[PendingBatch]) -> Vec<u8> {
+    let mut out = Out::with_capacity(128 + batches.len() * 160);
+    out.raw(r#"<?xml version="1.0" encoding="UTF-8"?>"#)
+        .raw(&format!(r#"<b:PdgBtchs xmlns:b="{NS_BATCH}">"#))
+        .leaf("b:InstnCd", institution.as_str());
+    for b in batches {
+        out.open("b:Btch")
+            .leaf("b:BtchId", &b.batch_id)
+            .leaf("b:CreDtTm", &iso_datetime(b.created_at_ms))
+            .leaf("b:NbOfMsgs", &b.count.to_string())
+            .close("b:Btch");
+    }
+    out.close("b:PdgBtchs");
+    out.buf.into_bytes()
+}
+
+/// The bank side: reads the listing.
+pub fn decode_pending_batches(bytes: &[u8]) -> Result<Vec<PendingBatch>, CodecError> {
+    let root = parse(bytes, &Limits::default())?;
+    let root = root.expect(NS_BATCH, "PdgBtchs")?;
+    root.children_named("Btch")
+        .map(|b| {
+            let created = b.text_at(&["CreDtTm"])?;
+            Ok(PendingBatch {
+                batch_id: b.text_at(&["BtchId"])?.to_owned(),
+                created_at_ms: chrono::DateTime::parse_from_rfc3339(created)
+                    .map_err(|_| invalid(format!("CreDtTm '{created}' is not a time")))?
+                    .timestamp_millis(),
+                count: b
+                    .text_at(&["NbOfMsgs"])?
+                    .parse()
+                    .map_err(|_| invalid("NbOfMsgs is not a number"))?,
+            })
+        })
+        .collect()
+}

@@ -271,7 +271,9 @@ fn push_text(stack: &mut [Element], s: &str, limits: &Limits) -> Result<(), Code
     match stack.last_mut() {
         Some(el) => {
             el.text.push_str(s);
-            if el.text.len() > limits.max_text_chars * 4
+            // Bytes bound characters from above, so counting is needed only
+            // past the character limit in bytes.
+            if el.text.len() > limits.max_text_chars
                 && el.text.chars().count() > limits.max_text_chars
             {
                 return Err(CodecError::new(

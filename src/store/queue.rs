@@ -69,6 +69,7 @@ pub struct BatchRow {
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -148,6 +149,7 @@ fn batch_from_row(r: &sqlx::any::AnyRow) -> Result<BatchRow> {
         attempts: get_i64(r, "attempts")?,
         next_attempt_at: get_i64(r, "next_attempt_at")?,
         last_error: get_opt_str(r, "last_error")?,
+        created_at: get_i64(r, "created_at")?,
     })
 }
 
@@ -569,7 +571,7 @@ impl Store {
     pub async fn batch(&self, id: &BatchId) -> Result<Option<BatchRow>> {
         let row = q(
             "SELECT id, institution_code, state, inquiry_count, attempts, next_attempt_at, \
-               last_error FROM batches WHERE id = $1"
+               last_error, created_at FROM batches WHERE id = $1"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())
@@ -646,7 +648,7 @@ impl Store {
     pub async fn batches_in_state(&self, state: BatchState, limit: i64) -> Result<Vec<BatchRow>> {
         let rows = q(
             "SELECT id, institution_code, state, inquiry_count, attempts, next_attempt_at, \
-               last_error FROM batches WHERE state = $1 ORDER BY created_at, id LIMIT $2"
+               last_error, created_at FROM batches WHERE state = $1 ORDER BY created_at, id LIMIT $2"
                 .to_owned(),
         )
         .bind(state.as_str())
@@ -751,5 +753,117 @@ impl Store {
                 })
                 .collect::<Result<_>>()?,
         })
+    }
+}
+
+impl Store {
+    /// Batches a pull institution has not acknowledged yet, oldest first.
+    pub async fn pending_pull_batches(
+        &self,
+        institution: &InstitutionCode,
+        limit: i64,
+    ) -> Result<Vec<BatchRow>> {
+        let rows = q("SELECT b.id, b.institution_code, b.state, b.inquiry_count, b.attempts, b.next_attempt_at, \
+               b.last_error, b.created_at FROM batches b JOIN institutions s ON s.code = b.institution_code \
+               WHERE b.institution_code = $1 AND s.channel = 'pull' AND s.paused = 0 \
+               AND b.state IN ('sealed', 'retry_wait', 'in_flight') ORDER BY b.created_at, b.id LIMIT $2"
+            .to_owned())
+        .bind(institution.as_str().to_owned())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_from_row).collect()
+    }
+
+    /// The stored bytes of one of this institution's batches. Another
+    /// institution's batch is reported as absent.
+    pub async fn batch_payload(
+        &self,
+        institution: &InstitutionCode,
+        id: &BatchId,
+    ) -> Result<Option<Vec<u8>>> {
+        let row =
+            q("SELECT payload FROM batches WHERE id = $1 AND institution_code = $2".to_owned())
+                .bind(id.as_str().to_owned())
+                .bind(institution.as_str().to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| Ok(sqlx::Row::try_get::<Vec<u8>, _>(&r, "payload")?))
+            .transpose()
+    }
+
+    /// A pull bank confirms it has a batch: the same end as a push receipt
+    /// (acknowledged, inquiries delivered), with an attempt row. Repeating
+    /// the acknowledgement is harmless.
+    pub async fn acknowledge_pulled_batch(
+        &self,
+        institution: &InstitutionCode,
+        id: &BatchId,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let done = q("UPDATE batches SET state = 'acknowledged', acknowledged_at = $1, updated_at = $1, \
+               attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $1), \
+               claim_token = NULL, lease_until = NULL \
+               WHERE id = $2 AND institution_code = $3 AND state IN ('sealed', 'retry_wait', 'in_flight') \
+               RETURNING attempts"
+            .to_owned())
+        .bind(now)
+        .bind(id.as_str().to_owned())
+        .bind(institution.as_str().to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(done) = done else {
+            let exists =
+                q("SELECT state FROM batches WHERE id = $1 AND institution_code = $2".to_owned())
+                    .bind(id.as_str().to_owned())
+                    .bind(institution.as_str().to_owned())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return match exists {
+                Some(r) if get_str(&r, "state")? == "acknowledged" => Ok(false),
+                Some(r) => Err(StoreError::Conflict(format!(
+                    "batch {id} is {}",
+                    get_str(&r, "state")?
+                ))),
+                None => Err(StoreError::NotFound(format!("batch {id}"))),
+            };
+        };
+        insert_attempt(
+            &mut tx,
+            &AttemptRecord {
+                batch_id: id.clone(),
+                attempt_no: get_i64(&done, "attempts")?,
+                token: ClaimToken::generate(),
+                started_at: now,
+                ended_at: now,
+                outcome: "pulled".into(),
+                http_status: None,
+                error: None,
+            },
+        )
+        .await?;
+        let moved = q("UPDATE inquiries SET state = 'delivered', updated_at = $1 \
+               WHERE batch_id = $2 AND state = 'batched' RETURNING id"
+            .to_owned())
+        .bind(now)
+        .bind(id.as_str().to_owned())
+        .fetch_all(&mut *tx)
+        .await?;
+        let moved = moved
+            .iter()
+            .map(|r| get_str(r, "id"))
+            .collect::<Result<Vec<_>>>()?;
+        insert_events(
+            &mut tx,
+            &moved,
+            now,
+            InquiryState::Batched,
+            InquiryState::Delivered,
+            Some("pulled by the bank"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -175,6 +175,17 @@ fn emitted_documents_validate_and_broken_ones_do_not() {
             }),
         ),
         (
+            "pending.xml",
+            iso20022::encode_pending_batches(
+                &code("0001"),
+                &[iso20022::PendingBatch {
+                    batch_id: "B-1".into(),
+                    created_at_ms: 1_795_000_000_000,
+                    count: 2,
+                }],
+            ),
+        ),
+        (
             "answer-receipt-rejected.xml",
             iso20022::encode_answer_batch_receipt(&AnswerBatchReceipt {
                 batch_id: "-".into(),
