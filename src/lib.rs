@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod casework;
+pub mod conformance;
 pub mod delivery;
 pub mod demo;
 pub mod domain;

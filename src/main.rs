@@ -101,6 +101,25 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Check a bank's inquiry endpoint against the protocol (onboarding kit).
+    Conformance {
+        /// The bank's endpoint, e.g. https://bank.example/shokai/inquiries
+        #[arg(long)]
+        bank_url: String,
+        /// The bank's institution code.
+        #[arg(long)]
+        institution: String,
+        /// CA that issued the bank's server certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The office's client certificate and key.
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value_t = 80 * 1024 * 1024)]
+        oversize_bytes: usize,
+    },
     /// Personal data past its retention period.
     Retention {
         #[command(subcommand)]
@@ -407,6 +426,28 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::open(&db).await?;
             let token = admin::create_token(&store, Role::parse(&role)?, &office, &label).await?;
             println!("{token}");
+        }
+        Command::Conformance {
+            bank_url,
+            institution,
+            ca,
+            cert,
+            key,
+            oversize_bytes,
+        } => {
+            let results = shokai::conformance::run(&shokai::conformance::ConformanceConfig {
+                bank_url,
+                institution: InstitutionCode::parse(&institution)?,
+                ca,
+                cert,
+                key,
+                oversize_bytes,
+            })
+            .await?;
+            print!("{}", shokai::conformance::render(&results));
+            if results.iter().any(|r| !r.passed) {
+                std::process::exit(1);
+            }
         }
         Command::Retention {
             command: RetentionCommand::Purge { days },

@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod audit;
 mod chaos;
+mod conformance;
 mod e2e;
 mod hostile;
 mod ops;
