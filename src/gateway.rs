@@ -10,7 +10,9 @@ use tokio::sync::Notify;
 use crate::delivery::{Engine, EngineConfig, EngineTuning};
 use crate::http::{self, AppState, Servers};
 use crate::store::{Store, StoreConfig};
-use crate::tls::{Identity, load_certs, load_crls, mtls_server_config};
+use crate::tls::{
+    ClientVerifier, Identity, ServerCert, load_certs, load_crls, reloadable_server_config,
+};
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -65,6 +67,35 @@ pub struct Gateway {
     engine: Option<Engine>,
     servers: Option<Servers>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    tls_files: TlsFiles,
+    server_cert: Arc<ServerCert>,
+    verifier: Arc<ClientVerifier>,
+    certificates: Arc<std::sync::RwLock<Vec<(String, i64)>>>,
+}
+
+/// Everything read from the certificate files, read together so that a
+/// reload either takes all of it or none.
+struct TlsMaterial {
+    server: Identity,
+    client: Identity,
+    bank_cas: Vec<rustls::pki_types::CertificateDer<'static>>,
+    crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
+}
+
+impl TlsMaterial {
+    fn load(t: &TlsFiles) -> anyhow::Result<TlsMaterial> {
+        Ok(TlsMaterial {
+            server: Identity::load(&t.server_cert, &t.server_key)?,
+            client: Identity::load(&t.client_cert, &t.client_key)?,
+            bank_cas: load_certs(&t.bank_client_ca)?,
+            crls: t
+                .crl
+                .as_deref()
+                .map(load_crls)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
 }
 
 /// The expiry of the certificates this process presents; warns in the log
@@ -88,21 +119,15 @@ impl Gateway {
         crate::tls::install_crypto_provider();
         let store = Store::open(&config.database).await?;
         let t = &config.tls;
-        let server = Identity::load(&t.server_cert, &t.server_key)?;
-        let crls = t
-            .crl
-            .as_deref()
-            .map(load_crls)
-            .transpose()?
-            .unwrap_or_default();
-        let bank_tls = mtls_server_config(
-            server.chain.clone(),
-            server.key(),
-            &load_certs(&t.bank_client_ca)?,
-            crls,
-        )?;
-        let client = Identity::load(&t.client_cert, &t.client_key)?;
-        let certificates = Arc::new(certificate_expiries(&server, &client));
+        let material = TlsMaterial::load(t)?;
+        let server_cert = ServerCert::new(&material.server)?;
+        let verifier = ClientVerifier::new(&material.bank_cas, material.crls.clone())?;
+        let bank_tls = reloadable_server_config(server_cert.clone(), verifier.clone());
+        let client = material.client.clone();
+        let server = material.server.clone();
+        let certificates = Arc::new(std::sync::RwLock::new(certificate_expiries(
+            &server, &client,
+        )));
         let wake = Arc::new(Notify::new());
         let engine = config.run_engine.then(|| {
             Engine::start(
@@ -111,6 +136,7 @@ impl Gateway {
                 wake.clone(),
             )
         });
+        let certificates_handle = certificates.clone();
         let servers = if config.serve_api {
             Some(http::start(
                 AppState {
@@ -144,6 +170,10 @@ impl Gateway {
             _ => None,
         };
         Ok(Gateway {
+            tls_files: config.tls.clone(),
+            server_cert,
+            verifier,
+            certificates: certificates_handle,
             retention,
             store,
             staff_addr: servers.as_ref().map(|s| s.staff_addr),
@@ -151,6 +181,22 @@ impl Gateway {
             engine,
             servers,
         })
+    }
+
+    /// Rereads the certificate, key, CA and CRL files and uses them for
+    /// every new connection (SIGHUP). A file that does not load leaves
+    /// everything as it was.
+    pub async fn reload_certificates(&self) -> anyhow::Result<()> {
+        let m = TlsMaterial::load(&self.tls_files)?;
+        self.verifier.replace(&m.bank_cas, m.crls)?;
+        self.server_cert.replace(&m.server)?;
+        if let Some(engine) = &self.engine {
+            engine.set_client_identity(m.client.clone()).await;
+        }
+        *self.certificates.write().expect("certificates lock") =
+            certificate_expiries(&m.server, &m.client);
+        tracing::info!("certificates and CRLs reloaded");
+        Ok(())
     }
 
     pub fn answers_url(&self) -> String {

@@ -24,7 +24,7 @@ struct Cli {
     #[arg(long, global = true, env = "SHOKAI_DATABASE_URL")]
     database_url: Option<String>,
     /// Log as JSON lines instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "SHOKAI_JSON_LOGS")]
     json_logs: bool,
     #[command(subcommand)]
     command: Command,
@@ -34,37 +34,37 @@ struct Cli {
 enum Command {
     /// Run the gateway: staff API, bank API and delivery engine.
     Serve {
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, env = "SHOKAI_STAFF_LISTEN", default_value = "127.0.0.1:8080")]
         staff_listen: SocketAddr,
-        #[arg(long, default_value = "127.0.0.1:8443")]
+        #[arg(long, env = "SHOKAI_BANK_LISTEN", default_value = "127.0.0.1:8443")]
         bank_listen: SocketAddr,
         /// A directory written by `shokai certs init` (or give the files below).
-        #[arg(long, default_value = "pki")]
+        #[arg(long, env = "SHOKAI_PKI_DIR", default_value = "pki")]
         pki_dir: PathBuf,
-        #[arg(long)]
+        #[arg(long, env = "SHOKAI_SERVER_CERT")]
         server_cert: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, env = "SHOKAI_SERVER_KEY")]
         server_key: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, env = "SHOKAI_CLIENT_CERT")]
         client_cert: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, env = "SHOKAI_CLIENT_KEY")]
         client_key: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, env = "SHOKAI_BANK_CLIENT_CA")]
         bank_client_ca: Option<PathBuf>,
         /// A PEM file of CRLs for bank client certificates.
-        #[arg(long)]
+        #[arg(long, env = "SHOKAI_CRL")]
         crl: Option<PathBuf>,
         /// What this process does: `all`, `api` (staff and bank APIs only)
         /// or `dispatcher` (batching and delivery only). Several processes
         /// can share one PostgreSQL database in any mix of roles.
-        #[arg(long, value_enum, default_value_t = ProcessRole::All)]
+        #[arg(long, env = "SHOKAI_ROLE", value_enum, default_value_t = ProcessRole::All)]
         role: ProcessRole,
         /// Seconds a stopping process waits for deliveries under way.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, env = "SHOKAI_GRACE_SECS", default_value_t = 30)]
         grace_secs: u64,
         #[command(flatten)]
         tuning: TuningArgs,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, env = "SHOKAI_WORKERS", default_value_t = 2)]
         workers: usize,
     },
     /// Apply database migrations and exit.
@@ -143,30 +143,30 @@ enum Command {
 #[derive(clap::Args)]
 struct TuningArgs {
     /// How long a claimed batch is ours before another process may take it.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, env = "SHOKAI_LEASE_MS", default_value_t = 60_000)]
     lease_ms: u64,
     /// Timeout of one HTTP attempt to a bank.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, env = "SHOKAI_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, env = "SHOKAI_POLL_MS", default_value_t = 200)]
     poll_ms: u64,
     /// Retry backoff: base and cap of the exponential, full-jitter delay.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, env = "SHOKAI_RETRY_BASE_MS", default_value_t = 2_000)]
     retry_base_ms: u64,
-    #[arg(long, default_value_t = 900_000)]
+    #[arg(long, env = "SHOKAI_RETRY_CAP_MS", default_value_t = 900_000)]
     retry_cap_ms: u64,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "SHOKAI_RETRY_MAX_ATTEMPTS", default_value_t = 20)]
     retry_max_attempts: u32,
     /// Give up on a batch this long after its first attempt (0: never).
-    #[arg(long, default_value_t = 259_200)]
+    #[arg(long, env = "SHOKAI_RETRY_DEADLINE_SECS", default_value_t = 259_200)]
     retry_deadline_secs: u64,
     /// Consecutive failures that open an institution's circuit breaker.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "SHOKAI_BREAKER_THRESHOLD", default_value_t = 5)]
     breaker_threshold: i64,
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, env = "SHOKAI_BREAKER_COOLDOWN_MS", default_value_t = 30_000)]
     breaker_cooldown_ms: u64,
     /// Purge personal data of cases closed this many days ago (hourly).
-    #[arg(long)]
+    #[arg(long, env = "SHOKAI_RETENTION_DAYS")]
     retention_days: Option<u32>,
 }
 
@@ -376,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 _ => println!("shokai: dispatcher running"),
             }
-            shutdown_signal().await;
+            run_until_stopped(&gateway).await;
             println!("shokai: stopping");
             gateway.stop().await;
         }
@@ -625,17 +625,21 @@ async fn audit_command(store: &Store, command: AuditCommand) -> anyhow::Result<(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+/// Serves until SIGTERM or Ctrl-C; SIGHUP reloads certificates and CRLs.
+async fn run_until_stopped(gateway: &Gateway) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                if let Err(e) = gateway.reload_certificates().await {
+                    tracing::error!(error = %e, "certificate reload failed; the previous certificates stay in use");
+                    eprintln!("shokai: certificate reload failed: {e}");
+                }
+            }
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -2,13 +2,14 @@
 //! crypto provider (ring) serves the whole process.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
@@ -67,11 +68,17 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| err(path.display().to_string(), e))
 }
 
+/// A configured CRL file that holds no CRL is an error, not "nothing is
+/// revoked": a truncated file must not lift revocations.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    CertificateRevocationListDer::pem_file_iter(path)
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
         .map_err(|e| err(path.display().to_string(), e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(path.display().to_string(), e))
+        .map_err(|e| err(path.display().to_string(), e))?;
+    if crls.is_empty() {
+        return Err(err(path.display().to_string(), "no CRL in the file"));
+    }
+    Ok(crls)
 }
 
 /// SHA-256 of a certificate's DER, lower-case hex: how a bank is known.
@@ -95,35 +102,123 @@ pub fn mtls_server_config(
     client_cas: &[CertificateDer<'static>],
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<ServerConfig, TlsError> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(client_cas, "client CA")?, provider())
-            .with_crls(crls)
-            .build()
-            .map_err(|e| err("client verifier", e))?;
-    ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err("server config", e))?
-        .with_client_cert_verifier(Arc::new(LoggingClientVerifier(verifier)))
-        .with_single_cert(chain, key)
-        .map_err(|e| err("server certificate", e))
+    let cert = ServerCert::new(&Identity {
+        chain,
+        key: Arc::new(key),
+    })?;
+    Ok(reloadable_server_config(
+        cert,
+        ClientVerifier::new(client_cas, crls)?,
+    ))
 }
 
-/// Logs every refused client certificate (unknown CA, expired, revoked…)
-/// with its fingerprint: rustls itself only tells the peer.
-#[derive(Debug)]
-struct LoggingClientVerifier(Arc<dyn ClientCertVerifier>);
+/// A server config whose certificate and client verification can be
+/// replaced while it serves (certificate rotation without a restart).
+pub fn reloadable_server_config(
+    cert: Arc<ServerCert>,
+    verifier: Arc<ClientVerifier>,
+) -> ServerConfig {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    // No session resumption: a resumed session skips client verification,
+    // so a certificate revoked (or a CA removed) would keep working.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config
+}
 
-impl ClientCertVerifier for LoggingClientVerifier {
+/// The server certificate, replaceable while running.
+#[derive(Debug)]
+pub struct ServerCert(RwLock<Arc<CertifiedKey>>);
+
+fn certified(id: &Identity) -> Result<Arc<CertifiedKey>, TlsError> {
+    let key = rustls::crypto::ring::sign::any_supported_type(&id.key)
+        .map_err(|e| err("server key", e))?;
+    Ok(Arc::new(CertifiedKey::new(id.chain.clone(), key)))
+}
+
+impl ServerCert {
+    pub fn new(id: &Identity) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self(RwLock::new(certified(id)?))))
+    }
+
+    pub fn replace(&self, id: &Identity) -> Result<(), TlsError> {
+        let next = certified(id)?;
+        *self.0.write().expect("certificate lock") = next;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().expect("certificate lock").clone())
+    }
+}
+
+/// Verifies bank client certificates against the configured CAs and CRLs,
+/// which can be replaced while running (`replace`), and logs every refused
+/// certificate (unknown CA, expired, revoked…) with its fingerprint: rustls
+/// itself only tells the peer.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    inner: RwLock<Arc<dyn ClientCertVerifier>>,
+    /// Root hints do not change on reload: rustls borrows them.
+    hints: Vec<DistinguishedName>,
+}
+
+fn webpki_verifier(
+    client_cas: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(roots(client_cas, "client CA")?, provider())
+        .with_crls(crls)
+        .build()
+        .map_err(|e| err("client verifier", e))
+}
+
+impl ClientVerifier {
+    pub fn new(
+        client_cas: &[CertificateDer<'static>],
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let inner = webpki_verifier(client_cas, crls)?;
+        let hints = inner.root_hint_subjects().to_vec();
+        Ok(Arc::new(Self {
+            inner: RwLock::new(inner),
+            hints,
+        }))
+    }
+
+    /// New CAs and CRLs for every handshake from now on.
+    pub fn replace(
+        &self,
+        client_cas: &[CertificateDer<'static>],
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<(), TlsError> {
+        let next = webpki_verifier(client_cas, crls)?;
+        *self.inner.write().expect("verifier lock") = next;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+        self.inner.read().expect("verifier lock").clone()
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.0.offer_client_auth()
+        self.current().offer_client_auth()
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.0.client_auth_mandatory()
+        self.current().client_auth_mandatory()
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
+        &self.hints
     }
 
     fn verify_client_cert(
@@ -132,7 +227,9 @@ impl ClientCertVerifier for LoggingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let result = self.0.verify_client_cert(end_entity, intermediates, now);
+        let result = self
+            .current()
+            .verify_client_cert(end_entity, intermediates, now);
         if let Err(e) = &result {
             tracing::warn!(error = %e, fingerprint = %fingerprint(end_entity), "client certificate refused");
         }
@@ -145,7 +242,7 @@ impl ClientCertVerifier for LoggingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.current().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -154,11 +251,11 @@ impl ClientCertVerifier for LoggingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.current().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.current().supported_verify_schemes()
     }
 }
 

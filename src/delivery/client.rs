@@ -27,7 +27,8 @@ pub enum SendError {
 
 #[derive(Clone)]
 pub struct BankClients {
-    identity: Identity,
+    /// Replaced by `set_identity` when certificates are reloaded.
+    identity: Arc<std::sync::RwLock<Identity>>,
     timeout: Duration,
     /// Keyed by institution and its CA, so a changed CA builds a new client.
     clients: Arc<Mutex<HashMap<(String, String), reqwest::Client>>>,
@@ -39,10 +40,17 @@ const MAX_RECEIPT_BYTES: usize = 64 * 1024;
 impl BankClients {
     pub fn new(identity: Identity, timeout: Duration) -> Self {
         Self {
-            identity,
+            identity: Arc::new(std::sync::RwLock::new(identity)),
             timeout,
             clients: Arc::default(),
         }
+    }
+
+    /// Presents a new client certificate from the next connection on: the
+    /// cached clients (and their pooled connections) are dropped.
+    pub async fn set_identity(&self, identity: Identity) {
+        *self.identity.write().expect("identity lock") = identity;
+        self.clients.lock().await.clear();
     }
 
     async fn client(&self, institution: &str, ca_pem: &str) -> Result<reqwest::Client, SendError> {
@@ -53,7 +61,8 @@ impl BankClients {
         }
         let cas = parse_certs(ca_pem, "institution server CA")
             .map_err(|e| SendError::Configuration(e.to_string()))?;
-        let tls = mtls_client_config(&cas, self.identity.chain.clone(), self.identity.key())
+        let identity = self.identity.read().expect("identity lock").clone();
+        let tls = mtls_client_config(&cas, identity.chain.clone(), identity.key())
             .map_err(|e| SendError::Configuration(e.to_string()))?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)

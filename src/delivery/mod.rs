@@ -85,6 +85,7 @@ impl EngineConfig {
 
 /// Handle to the running engine; dropping it does not stop it, `stop` does.
 pub struct Engine {
+    clients: BankClients,
     shutdown: watch::Sender<bool>,
     grace: Duration,
     wake: Arc<Notify>,
@@ -104,13 +105,25 @@ impl Engine {
             rx.clone(),
             wake.clone(),
         ));
-        let dispatcher = tokio::spawn(run_dispatcher(store, config, clients, rx, wake.clone()));
+        let dispatcher = tokio::spawn(run_dispatcher(
+            store,
+            config,
+            clients.clone(),
+            rx,
+            wake.clone(),
+        ));
         Engine {
+            clients,
             shutdown,
             grace: config_grace,
             wake,
             tasks: vec![batcher, dispatcher],
         }
+    }
+
+    /// Presents a new client certificate to banks from now on.
+    pub async fn set_client_identity(&self, identity: Identity) {
+        self.clients.set_identity(identity).await;
     }
 
     /// Asks the batcher and dispatcher to look for work now.

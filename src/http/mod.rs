@@ -3,6 +3,7 @@
 //! mutual TLS, XML), so that banks never reach staff routes.
 
 mod bank;
+mod openapi;
 mod ops;
 mod problem;
 mod staff;
@@ -16,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::store::Store;
 
+pub use openapi::openapi_json;
 pub use problem::ApiError;
 pub(crate) use staff::hash_token;
 
@@ -26,7 +28,7 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// The certificates this process presents, with their expiry (ms):
     /// `/readyz` fails and `/metrics` warns before they run out.
-    pub certificates: Arc<Vec<(String, i64)>>,
+    pub certificates: Arc<std::sync::RwLock<Vec<(String, i64)>>>,
 }
 
 /// `/readyz` fails when a certificate expires within this many days.
@@ -83,6 +85,7 @@ pub fn start(state: AppState, config: ServerConfig) -> std::io::Result<Servers> 
             .app_data(web::Data::new(staff_state.clone()))
             .wrap(actix_web::middleware::from_fn(ops::measure_staff))
             .configure(ops::routes)
+            .configure(openapi::routes)
             .configure(staff::routes)
     })
     .workers(config.workers)

@@ -36,7 +36,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(e) => problems.push(format!("database: {}", e.code())),
     }
     let soon = now_millis() + CERTIFICATE_WARNING_DAYS * 86_400_000;
-    for (name, expires) in state.certificates.iter() {
+    for (name, expires) in state.certificates.read().expect("certificates lock").iter() {
         if *expires < soon {
             problems.push(format!(
                 "certificate {name} expires {}",
@@ -98,7 +98,7 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: queue gauges unavailable"),
     }
-    for (name, expires) in state.certificates.iter() {
+    for (name, expires) in state.certificates.read().expect("certificates lock").iter() {
         gauges.push(Gauge {
             name: "shokai_certificate_expiry_seconds",
             help: "Seconds until a certificate this process presents expires.",

@@ -104,6 +104,16 @@ impl GatewayProcess {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
+    }
+
+    /// Extra `serve` arguments (before start).
+    pub(crate) fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_owned());
+        self
+    }
+
     /// Logs everything, every crate, at debug level.
     pub(crate) fn verbose(mut self) -> Self {
         self.env = vec![("SHOKAI_LOG".into(), "debug".into())];
