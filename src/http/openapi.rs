@@ -62,6 +62,7 @@ pub fn openapi_json() -> String {
         staff::get_case,
         staff::get_case_file,
         staff::put_decision,
+        staff::close_case,
         staff::acknowledge_alert,
         staff::submit_request,
         staff::get_request,
@@ -88,6 +89,7 @@ pub fn openapi_json() -> String {
             InquiryKind,
         ),
         responses(
+            BadQuery,
             BadRequest,
             Unauthorized,
             Forbidden,
@@ -189,6 +191,11 @@ fn problem(description: &str) -> ResponseBuilder {
     )
 }
 
+problem_response!(
+    BadQuery,
+    "The query string does not parse, e.g. a missing `state` or a `limit` that is not an \
+     integer (`invalid_query`)."
+);
 problem_response!(
     BadRequest,
     "The body cannot be read or is not the JSON this operation takes (`invalid_json`, \

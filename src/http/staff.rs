@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized, Unprocessable,
-    audit_action_schema,
+    BadQuery, BadRequest, Conflict, Forbidden, Internal, NotFound, TooLarge, Unauthorized,
+    Unprocessable, audit_action_schema,
 };
 use super::{ApiError, AppState};
 use crate::casework::{self, Actor, Role, Submitted};
@@ -40,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/requests/{id}/cancel", web::post().to(cancel_request))
             .route("/inquiries/{id}/cancel", web::post().to(cancel_inquiry))
             .route("/cases/{id}/decision", web::put().to(put_decision))
+            .route("/cases/{id}/close", web::post().to(close_case))
             .route(
                 "/cases/{id}/alerts/{alert}/acknowledge",
                 web::post().to(acknowledge_alert),
@@ -111,6 +112,20 @@ async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Parses the query string after authentication, so that a stranger learns
+/// nothing from its errors, and errors are problems like every other.
+fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("the query string is not valid: {e}"),
+            )
+        })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -290,6 +305,9 @@ struct CaseJson {
     decision_date: Option<NaiveDate>,
     #[schema(format = DateTime)]
     created_at: String,
+    /// When the case was closed; its retention period runs from then.
+    #[schema(format = DateTime)]
+    closed_at: Option<String>,
     subjects: Vec<SubjectJson>,
 }
 
@@ -300,6 +318,7 @@ fn case_json(c: &CaseRecord) -> CaseJson {
         case_number: c.case_number.clone(),
         decision_date: c.decision_date,
         created_at: rfc3339(c.created_at),
+        closed_at: c.closed_at.map(rfc3339),
         subjects: c
             .subjects
             .iter()
@@ -1040,6 +1059,36 @@ pub(super) async fn cancel_inquiry(
     Ok(HttpResponse::Ok().json(inquiry_json(&view)))
 }
 
+/// Close a case
+///
+/// Starts the case's retention period: once it has passed, the purge
+/// removes the case's personal data. A case with inquiries still waiting
+/// for an answer cannot close (cancel them first).
+#[utoipa::path(
+    post,
+    path = "/api/v1/cases/{id}/close",
+    tag = "cases",
+    params(("id" = CaseId, Path, description = "The case.")),
+    responses(
+        (status = 200, description = "The closed case.", body = CaseJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+    )
+)]
+pub(super) async fn close_case(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor(&req, &state).await?;
+    let id = path_id(&id, CaseId::parse)?;
+    let case = casework::close_case(&state.store, &actor, &id).await?;
+    Ok(HttpResponse::Ok().json(case_json(&case)))
+}
+
 /// Set a case's decision date
 ///
 /// Records (or clears) the date the office decided the case. Answers filed
@@ -1091,8 +1140,7 @@ pub(super) async fn put_decision(
         (
             "alert" = i64,
             Path,
-            description = "The alert's `id`. A value that is not an integer gets a plain-text \
-                404 from the HTTP framework, not a problem."
+            description = "The alert's `id`; a value that is not an integer is a 404 problem."
         ),
     ),
     responses(
@@ -1106,11 +1154,14 @@ pub(super) async fn put_decision(
 pub(super) async fn acknowledge_alert(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<(String, i64)>,
+    path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor(&req, &state).await?;
     let (case, alert) = path.into_inner();
     let case = path_id(&case, CaseId::parse)?;
+    let alert: i64 = alert
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such alert"))?;
     casework::acknowledge_alert(&state.store, &actor, &case, alert).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -1190,8 +1241,7 @@ pub(super) async fn resume_institution(
     params(BatchQuery),
     responses(
         (status = 200, description = "The batches.", body = BatchListJson),
-        (status = 400, description = "The query string does not parse (e.g. no `state`). \
-            This answer comes from the HTTP framework as plain text, not problem+json."),
+        (status = 400, response = BadQuery),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 422, response = Unprocessable),
@@ -1201,9 +1251,9 @@ pub(super) async fn resume_institution(
 pub(super) async fn list_batches(
     req: HttpRequest,
     state: web::Data<AppState>,
-    query: web::Query<BatchQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor(&req, &state).await?;
+    let query: BatchQuery = parse_query(&req)?;
     let batch_state = BatchState::parse(&query.state)?;
     let rows = casework::batches(
         &state.store,
@@ -1279,9 +1329,7 @@ fn instant(field: &str, raw: &str) -> Result<i64, ApiError> {
     params(AuditQuery),
     responses(
         (status = 200, description = "The entries.", body = AuditTrailJson),
-        (status = 400, description = "The query string does not parse (e.g. a `limit` that \
-            is not an integer). This answer comes from the HTTP framework as plain text, not \
-            problem+json."),
+        (status = 400, response = BadQuery),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 422, response = Unprocessable),
@@ -1291,9 +1339,9 @@ fn instant(field: &str, raw: &str) -> Result<i64, ApiError> {
 pub(super) async fn list_audit(
     req: HttpRequest,
     state: web::Data<AppState>,
-    query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor(&req, &state).await?;
+    let query: AuditQuery = parse_query(&req)?;
     let action = query
         .action
         .as_deref()

@@ -400,6 +400,26 @@ async fn pause_cancel_retry_and_reopen(url: String) {
         (404, Some("not_found")),
         "acknowledged once"
     );
+    // Every inquiry is final: the case can close, once.
+    let (s, closed) = env
+        .call(
+            &env.caseworker,
+            post.clone(),
+            &format!("/cases/{case_id}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{closed}");
+    assert!(closed["closed_at"].is_string(), "{closed}");
+    let (s, p) = env
+        .call(
+            &env.caseworker,
+            post.clone(),
+            &format!("/cases/{case_id}/close"),
+            None,
+        )
+        .await;
+    assert_eq!((s, p["code"].as_str()), (404, Some("not_found")));
     let _ = (&env.ca, &env.pki);
     env.gateway.stop().await;
 }

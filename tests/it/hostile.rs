@@ -984,11 +984,10 @@ async fn bank_api_known_bugs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: /admin/batches query and alert-id path errors are actix text/plain 400/404, before authentication, not problem+json"]
 async fn staff_api_known_bugs() {
     let db = crate::support::sqlite_db();
     let env = Env::start(&db.url).await;
-    for case in &staff_cases("Known bugs: staff API") {
+    for case in &staff_cases("Regressions: staff API") {
         run_staff_case(&env, case).await;
     }
     env.stop().await;

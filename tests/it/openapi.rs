@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/cases/{id}"),
     ("get", "/api/v1/cases/{id}/file"),
     ("put", "/api/v1/cases/{id}/decision"),
+    ("post", "/api/v1/cases/{id}/close"),
     ("post", "/api/v1/cases/{id}/alerts/{alert}/acknowledge"),
     ("post", "/api/v1/requests"),
     ("get", "/api/v1/requests/{id}"),
