@@ -232,6 +232,11 @@ impl ClientCertVerifier for ClientVerifier {
             .verify_client_cert(end_entity, intermediates, now);
         if let Err(e) = &result {
             tracing::warn!(error = %e, fingerprint = %fingerprint(end_entity), "client certificate refused");
+            crate::metrics::inc(
+                "shokai_tls_client_refused_total",
+                "Client certificates refused in the TLS handshake, by reason.",
+                &[("reason", refusal_reason(e))],
+            );
         }
         result
     }
@@ -256,6 +261,19 @@ impl ClientCertVerifier for ClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.current().supported_verify_schemes()
+    }
+}
+
+/// A short, stable label for a refusal (metric label, not free text).
+fn refusal_reason(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+        rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => "unknown_issuer",
+        rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
+        rustls::Error::InvalidCertificate(_) => "invalid",
+        _ => "other",
     }
 }
 

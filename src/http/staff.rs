@@ -554,6 +554,8 @@ struct CaseFileEntryJson {
 #[schema(as = CaseFile)]
 struct CaseFileJson {
     case: CaseJson,
+    /// Every inquiry of the case, with its state and `overdue` flag.
+    inquiries: Vec<InquiryJson>,
     entries: Vec<CaseFileEntryJson>,
 }
 
@@ -629,6 +631,7 @@ fn case_file_json(f: &CaseFile) -> CaseFileJson {
         .collect();
     CaseFileJson {
         case: case_json(&f.case),
+        inquiries: f.inquiries.iter().map(inquiry_json).collect(),
         entries,
     }
 }

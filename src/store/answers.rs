@@ -48,6 +48,9 @@ pub struct CaseFileEntry {
 #[derive(Debug, Clone)]
 pub struct CaseFile {
     pub case: CaseRecord,
+    /// Every inquiry of the case with its state and overdue flag, answered
+    /// or not, so the file shows what is still outstanding.
+    pub inquiries: Vec<super::InquiryView>,
     pub entries: Vec<CaseFileEntry>,
 }
 
@@ -390,7 +393,12 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(CaseFile { case, entries }))
+        let inquiries = self.case_inquiries(id).await?;
+        Ok(Some(CaseFile {
+            case,
+            inquiries,
+            entries,
+        }))
     }
 
     /// Answers filed twice with the same content for one inquiry, plus

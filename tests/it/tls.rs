@@ -404,6 +404,25 @@ async fn bank_api_refuses_a_client_certificate_revoked_by_its_crl() {
         .unwrap();
     env.registered_client_cert("revoked-client", &pems).await;
     env.assert_refused("revoked certificate", Some(&pems)).await;
+    // The refusal is counted, by reason.
+    let metrics = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!(
+            "http://{}/metrics",
+            env.gateway.staff_addr.unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shokai_tls_client_refused_total{reason=\"revoked\"}"),
+        "{metrics}"
+    );
     // The same CA's certificate with another serial is not revoked.
     let sibling = env
         .ca
