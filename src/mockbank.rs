@@ -51,6 +51,8 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Reply with a receipt for another batch id (after processing it).
     pub wrong_receipt_rate: f64,
+    /// Abort the TLS handshake (no certificate offered).
+    pub handshake_fail_rate: f64,
     /// Wait this long before every reply.
     pub slow_ms: u64,
     /// Down (connections broken) for `down_ms` out of every `down_every_ms`.
@@ -85,6 +87,7 @@ impl Faults {
                 "hang_rate" => f.hang_rate = rate()?,
                 "malformed_rate" => f.malformed_rate = rate()?,
                 "wrong_receipt_rate" => f.wrong_receipt_rate = rate()?,
+                "handshake_fail_rate" => f.handshake_fail_rate = rate()?,
                 "duplicate_rate" => f.duplicate_rate = rate()?,
                 "correction_rate" => f.correction_rate = rate()?,
                 "late_rate" => f.late_rate = rate()?,
@@ -196,6 +199,25 @@ impl Bank {
     }
 }
 
+/// Offers no certificate now and then, which aborts the TLS handshake.
+#[derive(Debug)]
+struct FlakyCert {
+    inner: Arc<dyn rustls::server::ResolvesServerCert>,
+    rate: f64,
+}
+
+impl rustls::server::ResolvesServerCert for FlakyCert {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        if rand::rng().random_bool(self.rate) {
+            return None;
+        }
+        self.inner.resolve(hello)
+    }
+}
+
 /// Runs the banks until the process is stopped. Prints one line per bank,
 /// `mock-bank CODE https://ADDR/inquiries`, then `mock-banks ready`.
 pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
@@ -206,7 +228,14 @@ pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
     for b in &config.banks {
         let (cert, key) = pki.bank_server(b.code.as_str());
         let server_id = Identity::load(&cert, &key)?;
-        let tls = mtls_server_config(server_id.chain.clone(), server_id.key(), &ca, Vec::new())?;
+        let mut tls =
+            mtls_server_config(server_id.chain.clone(), server_id.key(), &ca, Vec::new())?;
+        if b.faults.handshake_fail_rate > 0.0 {
+            tls.cert_resolver = Arc::new(FlakyCert {
+                inner: tls.cert_resolver.clone(),
+                rate: b.faults.handshake_fail_rate,
+            });
+        }
         let (ccert, ckey) = pki.bank_client(b.code.as_str());
         let client_id = Identity::load(&ccert, &ckey)?;
         let client = reqwest::Client::builder()

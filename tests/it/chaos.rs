@@ -409,7 +409,7 @@ pub(crate) async fn assert_all_delivered(
 const FAULTS: &[&str] = &[
     "0001:error_rate=0.1,throttle_rate=0.05,reset_rate=0.05,malformed_rate=0.05,wrong_receipt_rate=0.05,duplicate_rate=0.1,correction_rate=0.05",
     "0005:slow_ms=30,hang_rate=0.02,late_rate=0.2,late_ms=500,duplicate_rate=0.1",
-    "0009:down_every_ms=4000,down_ms=1500,error_rate=0.05",
+    "0009:down_every_ms=4000,down_ms=1500,error_rate=0.05,handshake_fail_rate=0.1",
 ];
 
 async fn survives_sigkill(url: String) {

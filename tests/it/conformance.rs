@@ -80,3 +80,11 @@ async fn a_faulty_bank_shows_its_failures() {
     assert!(table.contains("no readable receipt"), "{table}");
     assert!(table.contains("1 passed, 4 failed"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_failing_handshakes_gets_no_request_through() {
+    let (ok, table) = run_kit(Some("handshake_fail_rate=1.0")).await;
+    assert!(!ok, "{table}");
+    assert!(table.contains("0 passed, 5 failed"), "{table}");
+    assert!(table.contains("no reply"), "{table}");
+}
