@@ -2,6 +2,7 @@
 //! See ARCHITECTURE.md for the map of the rooms below.
 
 pub mod admin;
+pub mod bench;
 pub mod casework;
 pub mod conformance;
 pub mod delivery;

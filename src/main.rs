@@ -101,6 +101,25 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Measure the whole path under load and print figures (last line JSON).
+    Bench {
+        #[arg(long, default_value_t = 10_000)]
+        inquiries: usize,
+        #[arg(long, default_value_t = 5)]
+        institutions: usize,
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+        /// Fill the queue with every institution paused, then release it.
+        #[arg(long)]
+        backlog: bool,
+        /// Concurrent API clients filing requests.
+        #[arg(long, default_value_t = 4)]
+        submitters: usize,
+        #[arg(long, default_value = "shokai-bench")]
+        work_dir: PathBuf,
+        #[arg(long, default_value = "data/zengin")]
+        directory: PathBuf,
+    },
     /// Check a bank's inquiry endpoint against the protocol (onboarding kit).
     Conformance {
         /// The bank's endpoint, e.g. https://bank.example/shokai/inquiries
@@ -426,6 +445,27 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::open(&db).await?;
             let token = admin::create_token(&store, Role::parse(&role)?, &office, &label).await?;
             println!("{token}");
+        }
+        Command::Bench {
+            inquiries,
+            institutions,
+            batch_size,
+            backlog,
+            submitters,
+            work_dir,
+            directory,
+        } => {
+            shokai::bench::run(shokai::bench::BenchConfig {
+                inquiries,
+                institutions: institutions.clamp(1, 50),
+                batch_size: batch_size.clamp(1, 10_000),
+                database_url: cli.database_url,
+                backlog,
+                submitters,
+                work_dir,
+                directory_dir: directory,
+            })
+            .await?;
         }
         Command::Conformance {
             bank_url,

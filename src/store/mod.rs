@@ -8,6 +8,7 @@
 
 mod answers;
 mod audit;
+mod bench;
 mod cases;
 mod institutions;
 mod migrate;

@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod audit;
+mod bench;
 mod chaos;
 mod conformance;
 mod deploy;
