@@ -137,13 +137,14 @@ impl Gateway {
             )
         });
         let certificates_handle = certificates.clone();
+        let state = AppState {
+            store: store.clone(),
+            wake,
+            certificates,
+        };
         let servers = if config.serve_api {
             Some(http::start(
-                AppState {
-                    store: store.clone(),
-                    wake,
-                    certificates,
-                },
+                state,
                 http::ServerConfig {
                     staff_listen: config.staff_listen,
                     bank_listen: config.bank_listen,
@@ -152,7 +153,7 @@ impl Gateway {
                 },
             )?)
         } else {
-            None
+            Some(http::start_ops_only(state, config.staff_listen)?)
         };
         let retention = match (config.run_engine, config.engine.retention_days) {
             (true, Some(days)) => {
@@ -177,7 +178,7 @@ impl Gateway {
             retention,
             store,
             staff_addr: servers.as_ref().map(|s| s.staff_addr),
-            bank_addr: servers.as_ref().map(|s| s.bank_addr),
+            bank_addr: servers.as_ref().and_then(|s| s.bank_addr),
             engine,
             servers,
         })
@@ -188,6 +189,8 @@ impl Gateway {
     /// everything as it was.
     pub async fn reload_certificates(&self) -> anyhow::Result<()> {
         let m = TlsMaterial::load(&self.tls_files)?;
+        // Check the key is usable before anything is swapped.
+        ServerCert::new(&m.server)?;
         self.verifier.replace(&m.bank_cas, m.crls)?;
         self.server_cert.replace(&m.server)?;
         if let Some(engine) = &self.engine {

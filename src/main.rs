@@ -393,7 +393,10 @@ async fn main() -> anyhow::Result<()> {
                     "shokai: staff API {} ; bank API https://{bank}/bank/v1",
                     gateway.api_url()
                 ),
-                _ => println!("shokai: dispatcher running"),
+                (Some(ops), None) => {
+                    println!("shokai: dispatcher running; metrics at http://{ops}/metrics")
+                }
+                _ => println!("shokai: running"),
             }
             run_until_stopped(&gateway).await;
             println!("shokai: stopping");

@@ -233,6 +233,9 @@ pub async fn submit_request(
         return Ok(replayed);
     }
     let case = checked_case(store, actor, case_id).await?;
+    if case.closed_at.is_some() {
+        return Err(CaseworkError::Conflict(format!("case {case_id} is closed")));
+    }
     let subject_ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
     let mut input = input;
     if input.subject_ids.is_empty() {
@@ -554,8 +557,22 @@ pub async fn receive_answers(
     let now = now_millis();
     let mut results = Vec::with_capacity(answers.len());
     let mut trail = Vec::new();
-    for answer in answers {
-        let result = store.apply_answer(institution, answer, now).await;
+    let applied = match store.apply_answers(institution, answers, now).await {
+        Ok(applied) => applied,
+        // The batch's transaction itself failed: nothing was applied.
+        Err(e) => {
+            tracing::error!(error = %e, "applying an answer batch failed");
+            answers
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Conflict(
+                        "the batch could not be applied".into(),
+                    ))
+                })
+                .collect()
+        }
+    };
+    for (answer, result) in answers.iter().zip(applied) {
         let label = match &result {
             Ok(ApplyOutcome::Accepted { .. }) => "accepted",
             Ok(ApplyOutcome::Duplicate) => "duplicate",
@@ -620,7 +637,13 @@ pub async fn audit_entries(
         None,
     )
     .await?;
-    Ok(store.audit_entries(filter).await?)
+    // Least privilege: an auditor reads the trail of their own office; the
+    // city's admins read all of it.
+    let mut filter = filter.clone();
+    if actor.role == Role::Auditor {
+        filter.office = Some(actor.office.clone());
+    }
+    Ok(store.audit_entries(&filter).await?)
 }
 
 /// Closes a case: its retention period starts now.

@@ -50,7 +50,8 @@ fn capture_peer_certificate(conn: &dyn std::any::Any, ext: &mut Extensions) {
 
 pub struct Servers {
     pub staff_addr: SocketAddr,
-    pub bank_addr: SocketAddr,
+    /// None for an operations-only listener (a dispatcher process).
+    pub bank_addr: Option<SocketAddr>,
     handles: Vec<ServerHandle>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -109,8 +110,31 @@ pub fn start(state: AppState, config: ServerConfig) -> std::io::Result<Servers> 
     let tasks = vec![tokio::spawn(staff), tokio::spawn(bank)];
     Ok(Servers {
         staff_addr,
-        bank_addr,
+        bank_addr: Some(bank_addr),
         handles,
         tasks,
+    })
+}
+
+/// Only /healthz, /readyz and /metrics: what a dispatcher-only process
+/// serves, so its delivery metrics can be scraped too.
+pub fn start_ops_only(state: AppState, listen: SocketAddr) -> std::io::Result<Servers> {
+    let listener = TcpListener::bind(listen)?;
+    let staff_addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(ops::routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(Servers {
+        staff_addr,
+        bank_addr: None,
+        handles: vec![server.handle()],
+        tasks: vec![tokio::spawn(server)],
     })
 }

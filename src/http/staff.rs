@@ -1359,6 +1359,7 @@ pub(super) async fn list_audit(
         })
         .transpose()?;
     let filter = AuditFilter {
+        office: None,
         actor: query.actor.clone(),
         action,
         case_id: query.case_id.clone(),

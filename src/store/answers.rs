@@ -72,13 +72,51 @@ impl Store {
         answer: &Answer,
         now: i64,
     ) -> Result<ApplyOutcome> {
+        self.apply_answers(institution, std::slice::from_ref(answer), now)
+            .await?
+            .remove(0)
+    }
+
+    /// Applies a bank's answers in one transaction, each under a savepoint:
+    /// one commit per answer batch instead of one per answer, and an answer
+    /// that fails leaves the others applied.
+    pub async fn apply_answers(
+        &self,
+        institution: &InstitutionCode,
+        answers: &[Answer],
+        now: i64,
+    ) -> Result<Vec<Result<ApplyOutcome>>> {
         let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            let result = self
+                .apply_in(&mut savepoint, institution, answer, now)
+                .await;
+            if matches!(result, Ok(ApplyOutcome::Accepted { .. })) {
+                savepoint.commit().await?;
+            } else {
+                savepoint.rollback().await?;
+            }
+            out.push(result);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn apply_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        institution: &InstitutionCode,
+        answer: &Answer,
+        now: i64,
+    ) -> Result<ApplyOutcome> {
         let row = q(format!(
             "SELECT state, institution_code, case_id, answer_revision, created_at FROM inquiries WHERE id = $1{}",
             self.dialect.for_update()
         ))
         .bind(answer.inquiry_id.as_str().to_owned())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         // Another bank's inquiry looks exactly like an unknown one: a bank
         // learns nothing about inquiries not addressed to it.
@@ -122,10 +160,9 @@ impl Store {
         .bind(answer.outcome.content_hash())
         .bind(answer.response_id.clone())
         .bind(revision)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         if same.is_some() {
-            tx.rollback().await?;
             return Ok(ApplyOutcome::Duplicate);
         }
         if let Err(e) = state.transition(new_state) {
@@ -154,7 +191,7 @@ impl Store {
         .bind(refusal_reason)
         .bind(answer.outcome.content_hash())
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         let answer_id = get_i64(&answer_row, "id")?;
         if let Outcome::Found {
@@ -178,7 +215,7 @@ impl Store {
                 .bind(a.balance)
                 .bind(a.as_of.map(|d| d.to_string()))
                 .bind(a.last_transaction.map(|d| d.to_string()))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
                 let account_id = get_i64(&acct, "id")?;
                 for (tpos, t) in a.transactions.iter().enumerate() {
@@ -192,7 +229,7 @@ impl Store {
                     .bind(t.debit)
                     .bind(t.credit)
                     .bind(t.balance)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
             }
@@ -206,7 +243,7 @@ impl Store {
                 .bind(pos as i64)
                 .bind(o.kind.clone())
                 .bind(o.description.clone())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
         }
@@ -216,7 +253,7 @@ impl Store {
         .bind(answer.inquiry_id.as_str().to_owned())
         .bind(answer_id)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         q("INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) VALUES ($1, $2, $3, $4, $5)"
             .to_owned())
@@ -225,13 +262,13 @@ impl Store {
         .bind(state.as_str())
         .bind(new_state.as_str())
         .bind(format!("answer revision {new_revision}"))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         // An answer after the case was decided does not change the decision
         // silently: it raises a reopen alert for the caseworker.
         let decided = q("SELECT decision_date FROM cases WHERE id = $1".to_owned())
             .bind(case_id.clone())
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         if let Some(decision) = get_opt_date(&decided, "decision_date")?
             && jst_date(now) > decision
@@ -245,7 +282,7 @@ impl Store {
                 new_state.as_str()
             ))
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         let done = q(
@@ -258,16 +295,14 @@ impl Store {
         .bind(now)
         .bind(answer.inquiry_id.as_str().to_owned())
         .bind(revision)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         if done.rows_affected() != 1 {
-            tx.rollback().await?;
             return Err(StoreError::Conflict(format!(
                 "inquiry {} was answered concurrently",
                 answer.inquiry_id
             )));
         }
-        tx.commit().await?;
         Ok(ApplyOutcome::Accepted {
             revision: new_revision,
             waited_ms: now - filed_at,

@@ -9,6 +9,8 @@ use crate::domain::audit::{AuditAction, AuditEntry, ChainedEntry, chain_hash};
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub actor: Option<String>,
+    /// Entries by actors of this office (auditors see their own office).
+    pub office: Option<String>,
     pub action: Option<AuditAction>,
     pub case_id: Option<String>,
     pub from: Option<i64>,
@@ -102,6 +104,7 @@ impl Store {
         // Text filters are bound first, then numbers; both keep their order.
         for (column, value) in [
             ("actor", &f.actor),
+            ("office", &f.office),
             ("action", &f.action.map(|a| a.as_str().to_owned())),
             ("case_id", &f.case_id),
         ] {

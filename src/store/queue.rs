@@ -806,6 +806,7 @@ impl Store {
                attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $1), \
                claim_token = NULL, lease_until = NULL \
                WHERE id = $2 AND institution_code = $3 AND state IN ('sealed', 'retry_wait', 'in_flight') \
+               AND institution_code IN (SELECT code FROM institutions WHERE channel = 'pull') \
                RETURNING attempts"
             .to_owned())
         .bind(now)

@@ -584,6 +584,17 @@ async fn two_gateways_share_one_postgres_queue() {
             tries.len()
         );
     }
+    // The dispatcher serves its own metrics.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{staff_b}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shokai_delivery_attempts_total"),
+        "{metrics}"
+    );
     let (da, dbb) = (a.delivery_lines(), b.delivery_lines());
     eprintln!("two gateways: {da} deliveries by A, {dbb} by B");
     assert!(da > 0 && dbb > 0, "both gateways delivered ({da}, {dbb})");
