@@ -388,12 +388,16 @@ pub(crate) async fn assert_all_delivered(
         .unwrap();
     assert!(!batches.is_empty());
     for b in &batches {
-        assert!(
-            seen.contains(b.id.as_str()),
-            "batch {} never reached bank {}",
-            b.id,
-            b.institution
-        );
+        if !seen.contains(b.id.as_str()) {
+            // Enough to explain a failure after the fact.
+            let attempts = s.store.delivery_attempts(&b.id).await.unwrap();
+            panic!(
+                "batch {} never reached bank {}: {} batches in the bank log, attempts {attempts:?}",
+                b.id,
+                b.institution,
+                seen.len()
+            );
+        }
     }
     assert!(
         s.store
