@@ -4,6 +4,7 @@
 //! anything not UTF-8; caps size, depth, element count and text length.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
@@ -32,7 +33,9 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
-    pub ns: String,
+    /// Shared between elements: a document uses a handful of namespaces,
+    /// and one string each saves an allocation per element.
+    pub ns: Rc<str>,
     pub name: String,
     pub text: String,
     pub children: Vec<Element>,
@@ -43,13 +46,13 @@ impl Element {
     pub fn child(&self, name: &str) -> Option<&Element> {
         self.children
             .iter()
-            .find(|c| c.name == name && c.ns == self.ns)
+            .find(|c| c.name == name && same_ns(&c.ns, &self.ns))
     }
 
     pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
         self.children
             .iter()
-            .filter(move |c| c.name == name && c.ns == self.ns)
+            .filter(move |c| c.name == name && same_ns(&c.ns, &self.ns))
     }
 
     pub fn path(&self, path: &[&str]) -> Option<&Element> {
@@ -91,7 +94,7 @@ impl Element {
                 format!("expected {name}, found {}", self.name),
             ));
         }
-        if self.ns != ns {
+        if &*self.ns != ns {
             return Err(CodecError::new(
                 "wrong_namespace",
                 format!("{name} must be in namespace {ns}, found '{}'", self.ns),
@@ -99,6 +102,10 @@ impl Element {
         }
         Ok(self)
     }
+}
+
+fn same_ns(a: &Rc<str>, b: &Rc<str>) -> bool {
+    Rc::ptr_eq(a, b) || a == b
 }
 
 fn malformed(e: impl std::fmt::Display) -> CodecError {
@@ -125,6 +132,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
     config.check_comments = true;
 
     let mut stack: Vec<Element> = Vec::new();
+    let mut namespaces: Vec<Rc<str>> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     loop {
@@ -147,9 +155,24 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                         format!("elements nest deeper than {}", limits.max_depth),
                     ));
                 }
-                let ns = match ns {
-                    ResolveResult::Bound(n) => n.0.to_owned(),
-                    ResolveResult::Unbound => String::new(),
+                let ns: Rc<str> = match ns {
+                    ResolveResult::Bound(n) => match namespaces.iter().find(|s| &***s == n.0) {
+                        Some(shared) => shared.clone(),
+                        None => {
+                            // Our documents use a handful; many is an attack
+                            // on the lookup above.
+                            if namespaces.len() >= MAX_NAMESPACES {
+                                return Err(CodecError::new(
+                                    "too_large",
+                                    "the document uses too many namespaces",
+                                ));
+                            }
+                            let shared: Rc<str> = Rc::from(n.0);
+                            namespaces.push(shared.clone());
+                            shared
+                        }
+                    },
+                    ResolveResult::Unbound => Rc::from(""),
                     ResolveResult::Unknown(p) => {
                         return Err(malformed(format!("unknown namespace prefix '{p}'")));
                     }
@@ -248,6 +271,9 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
     }
     root.ok_or_else(|| malformed("the document has no root element"))
 }
+
+/// Distinct namespaces one document may use.
+const MAX_NAMESPACES: usize = 32;
 
 /// Attribute bytes one element may carry.
 const MAX_ATTRIBUTE_BYTES: usize = 2048;
@@ -366,7 +392,7 @@ mod tests {
     #[test]
     fn parses_namespaces_and_text() {
         let e = p(r#"<?xml version="1.0" encoding="UTF-8"?><a:R xmlns:a="urn:x"><a:B>x &amp; y&#x41;</a:B><a:C/></a:R>"#).unwrap();
-        assert_eq!(e.ns, "urn:x");
+        assert_eq!(&*e.ns, "urn:x");
         assert_eq!(e.text_at(&["B"]).unwrap(), "x & yA");
         assert!(e.child("C").is_some());
     }
@@ -404,6 +430,13 @@ mod tests {
                 .join(" ")
         );
         assert_eq!(p(&many).unwrap_err().code, "too_large");
+        let namespaces: String = (0..40)
+            .map(|i| format!("<x{i}:e xmlns:x{i}=\"urn:{i}\"/>"))
+            .collect();
+        assert_eq!(
+            p(&format!("<r>{namespaces}</r>")).unwrap_err().code,
+            "too_large"
+        );
         let deep = "<a>".repeat(40) + &"</a>".repeat(40);
         assert_eq!(p(&deep).unwrap_err().code, "too_deep");
         assert_eq!(
