@@ -148,12 +148,16 @@ pub enum AuditVerdict {
 pub async fn verify_audit(store: &Store) -> anyhow::Result<AuditVerdict> {
     use crate::domain::audit::{ChainBreak, GENESIS, verify_run};
     use crate::store::AuditFilter;
+    // The head first: entries appended while we walk are beyond it and are
+    // left for the next run, instead of looking like a mismatch.
+    let (head_seq, head_hash) = store.audit_head().await?;
     let (mut seq, mut hash) = (0i64, GENESIS.to_owned());
-    loop {
+    while seq < head_seq {
+        let limit = (head_seq - seq).min(10_000);
         let page = store
             .audit_entries(&AuditFilter {
                 after_seq: Some(seq),
-                limit: 10_000,
+                limit,
                 ..Default::default()
             })
             .await?;
@@ -163,7 +167,6 @@ pub async fn verify_audit(store: &Store) -> anyhow::Result<AuditVerdict> {
         }
         (seq, hash) = (last.seq, last.hash.clone());
     }
-    let (head_seq, head_hash) = store.audit_head().await?;
     if (head_seq, head_hash.as_str()) != (seq, hash.as_str()) {
         return Ok(AuditVerdict::Broken(ChainBreak {
             seq: seq + 1,
@@ -178,33 +181,15 @@ pub async fn verify_audit(store: &Store) -> anyhow::Result<AuditVerdict> {
     })
 }
 
-/// Purges personal data of cases closed more than `days` ago and records
-/// the counts (never the data) in the audit trail.
+/// Purges personal data of cases closed more than `days` ago. Each purged
+/// case leaves one audit entry with its counts (never the data), written in
+/// the same transaction as the deletion.
 pub async fn purge_expired(store: &Store, days: u32) -> anyhow::Result<crate::store::PurgeCounts> {
-    use crate::domain::audit::{AuditAction, AuditEntry};
     let now = crate::domain::time::now_millis();
     let cutoff = now - i64::from(days) * 86_400_000;
-    let (counts, cases) = store.purge_closed_cases(cutoff).await?;
+    let (counts, _cases) = store.purge_closed_cases(cutoff, days).await?;
     if counts != crate::store::PurgeCounts::default() {
         let c = &counts;
-        store
-            .append_audit(&[AuditEntry {
-                at: now,
-                actor: "system:retention".into(),
-                role: "system".into(),
-                office: String::new(),
-                action: AuditAction::Purge,
-                target: format!(
-                    "{} cases, {} subjects, {} requests, {} inquiries, {} answers, {} batch payloads (retention {days} days)",
-                    c.cases, c.subjects, c.requests, c.inquiries, c.answers, c.batch_payloads
-                ),
-                case_id: None,
-                purpose: (!cases.is_empty()).then(|| {
-                    cases.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
-                }),
-                legal_basis: None,
-            }])
-            .await?;
         tracing::info!(
             cases = c.cases,
             inquiries = c.inquiries,

@@ -84,7 +84,7 @@ impl From<StoreError> for CaseworkError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => CaseworkError::NotFound(what),
-            StoreError::Conflict(why) => CaseworkError::Conflict(why),
+            StoreError::Conflict(why) | StoreError::Refused(why) => CaseworkError::Conflict(why),
             other => CaseworkError::Store(other),
         }
     }

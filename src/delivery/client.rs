@@ -142,12 +142,15 @@ fn describe(e: &reqwest::Error) -> String {
 /// `Retry-After` is seconds or an HTTP date (RFC 9110 §10.2.3).
 fn parse_retry_after(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
+    // A week at most: a bank asking for longer has made a mistake, and an
+    // unbounded value would overflow the schedule.
+    const MAX: u64 = 7 * 24 * 3600;
     if let Ok(secs) = raw.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs.min(MAX)));
     }
     let at = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
     let wait = at.timestamp_millis() - crate::domain::time::now_millis();
-    Some(Duration::from_millis(wait.max(0) as u64))
+    Some(Duration::from_millis((wait.max(0) as u64).min(MAX * 1000)))
 }
 
 #[cfg(test)]

@@ -344,7 +344,7 @@ fn judge(
         {
             RetryDecision::RetryAfter(d) => (
                 BatchFinish::RetryAt {
-                    at: now + d.as_millis() as i64,
+                    at: now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
                     error: error.clone(),
                 },
                 "retryable",

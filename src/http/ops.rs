@@ -119,7 +119,13 @@ async fn measure(
     let started = Instant::now();
     // Route patterns, not paths: ids in paths would explode the series.
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // A fixed set: any token is a valid HTTP method, and a label per
+    // stranger's invention would grow the registry without bound.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let span = tracing::info_span!(
         "http",
         listener,

@@ -39,6 +39,9 @@ pub struct Element {
     pub name: String,
     pub text: String,
     pub children: Vec<Element>,
+    /// Characters in `text`, kept as text arrives (counting each time
+    /// would be quadratic in the number of text pieces).
+    text_chars: usize,
 }
 
 impl Element {
@@ -201,6 +204,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                     name,
                     text: String::new(),
                     children: Vec::new(),
+                    text_chars: 0,
                 });
             }
             Event::End(_) => {
@@ -295,13 +299,13 @@ fn check_chars(s: &str) -> Result<(), CodecError> {
 fn push_text(stack: &mut [Element], s: &str, limits: &Limits) -> Result<(), CodecError> {
     check_chars(s)?;
     match stack.last_mut() {
+        // Indentation between child elements is not text: a pretty-printed
+        // batch must not run into the text limit of its parent elements.
+        Some(el) if !el.children.is_empty() && s.trim().is_empty() => Ok(()),
         Some(el) => {
             el.text.push_str(s);
-            // Bytes bound characters from above, so counting is needed only
-            // past the character limit in bytes.
-            if el.text.len() > limits.max_text_chars
-                && el.text.chars().count() > limits.max_text_chars
-            {
+            el.text_chars += s.chars().count();
+            if el.text_chars > limits.max_text_chars {
                 return Err(CodecError::new(
                     "too_large",
                     format!("text of {} is too long", el.name),
@@ -437,6 +441,9 @@ mod tests {
             p(&format!("<r>{namespaces}</r>")).unwrap_err().code,
             "too_large"
         );
+        // Indentation between many children is not the parent's text.
+        let pretty = format!("<r>{}</r>", "\n                  <a>x</a>".repeat(3000));
+        assert_eq!(p(&pretty).unwrap().children.len(), 3000);
         let deep = "<a>".repeat(40) + &"</a>".repeat(40);
         assert_eq!(p(&deep).unwrap_err().code, "too_deep");
         assert_eq!(

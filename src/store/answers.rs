@@ -87,6 +87,23 @@ impl Store {
         now: i64,
     ) -> Result<Vec<Result<ApplyOutcome>>> {
         let mut tx = self.begin().await?;
+        // Lock every named inquiry up front in id order: batch finishing
+        // locks in the same order, so the two cannot deadlock (PostgreSQL).
+        if self.dialect == super::Dialect::Postgres && !answers.is_empty() {
+            let mut ids: Vec<&str> = answers.iter().map(|a| a.inquiry_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for chunk in ids.chunks(500) {
+                let mut lock = q(format!(
+                    "SELECT id FROM inquiries WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                    super::placeholders(0, chunk.len())
+                ));
+                for id in chunk {
+                    lock = lock.bind((*id).to_owned());
+                }
+                lock.fetch_all(&mut *tx).await?;
+            }
+        }
         let mut out = Vec::with_capacity(answers.len());
         for answer in answers {
             let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;

@@ -50,11 +50,23 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        self.append_audit_in(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends entries inside the caller's transaction, so that an action
+    /// and its trace commit together or not at all.
+    pub(super) async fn append_audit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        entries: &[AuditEntry],
+    ) -> Result<()> {
         let head = q(format!(
             "SELECT seq, hash FROM audit_head WHERE id = 1{}",
             self.dialect.for_update()
         ))
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         let (mut seq, mut prev) = (get_i64(&head, "seq")?, get_str(&head, "hash")?);
         for e in entries {
@@ -75,16 +87,15 @@ impl Store {
             .bind(e.legal_basis.clone())
             .bind(prev.clone())
             .bind(hash.clone())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             prev = hash;
         }
         q("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1".to_owned())
             .bind(seq)
             .bind(prev)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 

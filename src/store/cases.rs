@@ -268,6 +268,25 @@ impl Store {
     ) -> Result<RequestInsert> {
         let now = now_millis();
         let mut tx = self.begin().await?;
+        // The same lock close_case takes: a case cannot close between this
+        // check and the insert.
+        let case = q(format!(
+            "SELECT closed_at FROM cases WHERE id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(request.case_id.as_str().to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
+        match case {
+            None => return Err(StoreError::NotFound(format!("case {}", request.case_id))),
+            Some(row) if get_opt_i64(&row, "closed_at")?.is_some() => {
+                return Err(StoreError::Refused(format!(
+                    "case {} is closed",
+                    request.case_id
+                )));
+            }
+            Some(_) => {}
+        }
         if let Some((key, hash)) = idempotency {
             let existing = q(
                 "SELECT id, body_hash FROM requests WHERE actor = $1 AND idempotency_key = $2"

@@ -44,6 +44,9 @@ pub enum StoreError {
     LostLease(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The action does not fit the record's state (e.g. a closed case).
+    #[error("{0}")]
+    Refused(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
@@ -57,6 +60,7 @@ impl StoreError {
             Self::Conflict(_) => "conflict",
             Self::LostLease(_) => "lost_lease",
             Self::Corrupt(_) => "corrupt_data",
+            Self::Refused(_) => "refused",
             Self::Database(_) => "database_error",
             Self::Migration(_) => "migration_error",
         }

@@ -7,7 +7,7 @@
 
 use super::cases::branches_from_text;
 use super::{
-    Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
+    Dialect, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, placeholders, q,
 };
 use crate::domain::breaker::{Admission, BreakerPolicy, BreakerState};
@@ -498,6 +498,13 @@ impl Store {
             BatchFinish::RetryAt { .. } => None,
         };
         if let Some(to) = inquiry_state {
+            // In id order, like apply_answers, so the two cannot deadlock.
+            if self.dialect == Dialect::Postgres {
+                q("SELECT id FROM inquiries WHERE batch_id = $1 AND state = 'batched' ORDER BY id FOR UPDATE".to_owned())
+                    .bind(id.as_str().to_owned())
+                    .fetch_all(&mut *tx)
+                    .await?;
+            }
             let moved = q(
                 "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
                    WHERE batch_id = $4 AND state = 'batched' RETURNING id"
@@ -631,6 +638,14 @@ impl Store {
             .iter()
             .map(|r| get_str(r, "id"))
             .collect::<Result<Vec<_>>>()?;
+        if moved.is_empty() {
+            // Nothing left to ask (cancelled, answered or purged): sending
+            // the stored bytes again would only resend stale data.
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "batch {id} has no failed inquiry left to send"
+            )));
+        }
         insert_events(
             &mut tx,
             &moved,

@@ -1,6 +1,7 @@
 //! Closing cases and purging personal data past the retention period.
 
 use super::{Result, Store, StoreError, get_i64, get_str, q};
+use crate::domain::audit::{AuditAction, AuditEntry};
 use crate::domain::ids::CaseId;
 
 /// What one purge removed.
@@ -19,6 +20,15 @@ impl Store {
     /// first: a closed case asks nobody anything.
     pub async fn close_case(&self, id: &CaseId, now: i64) -> Result<()> {
         let mut tx = self.begin().await?;
+        // Lock the case first: a request being filed for it waits, or sees it
+        // closed (insert_request takes the same lock).
+        q(format!(
+            "SELECT id FROM cases WHERE id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(id.as_str().to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
         let open = q("SELECT COUNT(*) AS n FROM inquiries WHERE case_id = $1 \
                AND state IN ('queued', 'batched', 'delivered')"
             .to_owned())
@@ -47,7 +57,11 @@ impl Store {
     /// Removes every row holding personal data of cases closed before
     /// `cutoff`, and blanks the payloads of finished batches last touched
     /// before it. One transaction per case, so a purge can stop anywhere.
-    pub async fn purge_closed_cases(&self, cutoff: i64) -> Result<(PurgeCounts, Vec<CaseId>)> {
+    pub async fn purge_closed_cases(
+        &self,
+        cutoff: i64,
+        retention_days: u32,
+    ) -> Result<(PurgeCounts, Vec<CaseId>)> {
         let rows = q("SELECT id FROM cases WHERE closed_at IS NOT NULL AND closed_at < $1 ORDER BY closed_at".to_owned())
             .bind(cutoff)
             .fetch_all(&self.pool)
@@ -57,6 +71,7 @@ impl Store {
         for row in rows {
             let id = get_str(&row, "id")?;
             let mut tx = self.begin().await?;
+            let mut case_counts = PurgeCounts::default();
             let answers = "SELECT a.id FROM answers a JOIN inquiries i ON i.id = a.inquiry_id WHERE i.case_id = $1";
             let steps: [(&str, String); 11] = [
                 ("", format!("DELETE FROM answer_transactions WHERE account_id IN \
@@ -79,17 +94,62 @@ impl Store {
                     .await?
                     .rows_affected() as i64;
                 match counted {
-                    "answers" => counts.answers += n,
-                    "inquiries" => counts.inquiries += n,
-                    "requests" => counts.requests += n,
-                    "subjects" => counts.subjects += n,
-                    "cases" => counts.cases += n,
+                    "answers" => case_counts.answers += n,
+                    "inquiries" => case_counts.inquiries += n,
+                    "requests" => case_counts.requests += n,
+                    "subjects" => case_counts.subjects += n,
+                    "cases" => case_counts.cases += n,
                     _ => {}
                 }
             }
+            if case_counts.cases == 0 {
+                // Another process purged it first.
+                tx.rollback().await?;
+                continue;
+            }
+            // The trace commits with the deletion, or neither does.
+            let c = &case_counts;
+            let entry = AuditEntry {
+                at: crate::domain::time::now_millis(),
+                actor: "system:retention".into(),
+                role: "system".into(),
+                office: String::new(),
+                action: AuditAction::Purge,
+                target: format!(
+                    "case:{id}: {} subjects, {} requests, {} inquiries, {} answers (retention {retention_days} days)",
+                    c.subjects, c.requests, c.inquiries, c.answers
+                ),
+                case_id: Some(id.clone()),
+                purpose: None,
+                legal_basis: None,
+            };
+            self.append_audit_in(&mut tx, std::slice::from_ref(&entry))
+                .await?;
             tx.commit().await?;
+            counts.cases += c.cases;
+            counts.subjects += c.subjects;
+            counts.requests += c.requests;
+            counts.inquiries += c.inquiries;
+            counts.answers += c.answers;
             purged.push(CaseId::from_trusted(id));
         }
+        // A batch left with no inquiry (all purged) is never sent again: it
+        // is closed as dead, and its payload goes with the rest.
+        q(
+            "UPDATE batches SET state = 'dead', last_error = 'all of its inquiries were purged', \
+           claim_token = NULL, lease_until = NULL WHERE state IN ('sealed', 'retry_wait') \
+           AND NOT EXISTS (SELECT 1 FROM inquiries i WHERE i.batch_id = batches.id)"
+                .to_owned(),
+        )
+        .execute(&self.pool)
+        .await?;
+        let orphans = q("UPDATE batches SET payload = $1 WHERE payload <> $1 \
+               AND state IN ('acknowledged', 'dead') \
+               AND NOT EXISTS (SELECT 1 FROM inquiries i WHERE i.batch_id = batches.id)"
+            .to_owned())
+        .bind(Vec::<u8>::new())
+        .execute(&self.pool)
+        .await?;
         // Payloads carry names and birth dates of many cases at once: blank
         // those of delivered batches older than the cutoff. (Dead ones stay:
         // an admin may still send them again.)
@@ -102,7 +162,7 @@ impl Store {
         .bind(cutoff)
         .execute(&self.pool)
         .await?;
-        counts.batch_payloads = blanked.rows_affected() as i64;
+        counts.batch_payloads = blanked.rows_affected() as i64 + orphans.rows_affected() as i64;
         Ok((counts, purged))
     }
 }

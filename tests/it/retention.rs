@@ -124,11 +124,27 @@ async fn closed_cases_are_purged_after_the_period(url: String) {
         .unwrap();
     assert_eq!(trail.len(), 1);
     assert!(
-        trail[0].entry.target.starts_with("1 cases, 2 subjects"),
+        trail[0].entry.target.starts_with(&format!(
+            "case:{case}: 2 subjects, 1 requests, 2 inquiries, 2 answers"
+        )),
         "{}",
         trail[0].entry.target
     );
-    assert_eq!(trail[0].entry.purpose.as_deref(), Some(case.as_str()));
+    assert_eq!(trail[0].entry.case_id.as_deref(), Some(case.as_str()));
+    // A second purge finds nothing and writes nothing.
+    assert_eq!(
+        shokai::admin::purge_expired(&store, 3).await.unwrap().cases,
+        0
+    );
+    let again = store
+        .audit_entries(&AuditFilter {
+            action: Some(AuditAction::Purge),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
     store.close().await;
 }
 db_test!(
