@@ -124,7 +124,8 @@ struct Bank {
     seen_batches: Mutex<HashSet<String>>,
     /// (office, not before, answer)
     pending: Mutex<Vec<Pending>>,
-    log: Option<Mutex<std::fs::File>>,
+    /// Shared by every bank of the process.
+    log: Option<Arc<Mutex<std::fs::File>>>,
 }
 
 struct Pending {
@@ -139,13 +140,15 @@ impl Bank {
     fn log(&self, batch_id: &str, count: usize, first: bool) {
         if let Some(log) = &self.log {
             use std::io::Write;
-            let mut f = log.lock().expect("lock");
-            let _ = writeln!(
-                f,
-                "{} {batch_id} {count} {}",
+            // One write per line: the banks of a process share the file
+            // (O_APPEND), and `writeln!` on a File writes piece by piece,
+            // so lines of two banks could interleave.
+            let line = format!(
+                "{} {batch_id} {count} {}\n",
                 self.code,
                 if first { "first" } else { "repeat" }
             );
+            let _ = log.lock().expect("lock").write_all(line.as_bytes());
         }
     }
 
@@ -225,6 +228,15 @@ pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
     let pki = PkiLayout::new(&config.pki_dir);
     let ca = load_certs(&pki.ca_cert())?;
     let mut servers = Vec::new();
+    let shared_log = match &config.log {
+        Some(path) => Some(Arc::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ))),
+        None => None,
+    };
     for b in &config.banks {
         let (cert, key) = pki.bank_server(b.code.as_str());
         let server_id = Identity::load(&cert, &key)?;
@@ -247,15 +259,7 @@ pub async fn run(config: MockBanksConfig) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(30))
             .no_proxy()
             .build()?;
-        let log = match &config.log {
-            Some(path) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )),
-            None => None,
-        };
+        let log = shared_log.clone();
         let bank = Arc::new(Bank {
             code: b.code.clone(),
             faults: b.faults.clone(),

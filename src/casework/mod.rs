@@ -123,16 +123,16 @@ pub async fn create_case(
 ) -> Result<CaseRecord, CaseworkError> {
     check_can_file(actor)?;
     let case = NewCase::validate(&actor.office, case_number, subjects, today())?;
-    store.insert_case(&case, &actor.id).await?;
-    audit(
-        store,
+    let trace = entry(
         actor,
         AuditAction::CaseCreate,
         format!("case:{}", case.id),
         Some(&case.id),
         None,
-    )
-    .await?;
+    );
+    store
+        .insert_case(&case, &actor.id, std::slice::from_ref(&trace))
+        .await?;
     checked_case(store, actor, &case.id).await
 }
 
@@ -150,15 +150,15 @@ async fn checked_case(
 }
 
 /// Appends one entry to the audit trail for this actor.
-async fn audit(
-    store: &Store,
+/// The audit entry for this actor's action.
+fn entry(
     actor: &Actor,
     action: AuditAction,
     target: String,
     case_id: Option<&CaseId>,
     purpose: Option<&str>,
-) -> Result<(), CaseworkError> {
-    let entry = AuditEntry {
+) -> AuditEntry {
+    AuditEntry {
         at: now_millis(),
         actor: actor.id.clone(),
         role: actor.role.as_str().to_owned(),
@@ -168,8 +168,20 @@ async fn audit(
         case_id: case_id.map(|c| c.to_string()),
         purpose: purpose.map(str::to_owned),
         legal_basis: case_id.map(|_| DEFAULT_LEGAL_BASIS.to_owned()),
-    };
-    store.append_audit(std::slice::from_ref(&entry)).await?;
+    }
+}
+
+/// Appends one entry to the audit trail for this actor.
+async fn audit(
+    store: &Store,
+    actor: &Actor,
+    action: AuditAction,
+    target: String,
+    case_id: Option<&CaseId>,
+    purpose: Option<&str>,
+) -> Result<(), CaseworkError> {
+    let trace = entry(actor, action, target, case_id, purpose);
+    store.append_audit(std::slice::from_ref(&trace)).await?;
     Ok(())
 }
 
@@ -272,24 +284,29 @@ pub async fn submit_request(
             .into());
         }
     }
-    match store.insert_request(&request, &actor.id, idempotency).await {
-        Ok(RequestInsert::Created(id)) => {
-            let entry = AuditEntry {
-                at: now_millis(),
-                actor: actor.id.clone(),
-                role: actor.role.as_str().to_owned(),
-                office: actor.office.clone(),
-                action: AuditAction::RequestCreate,
-                target: format!("request:{id}"),
-                case_id: Some(case_id.to_string()),
-                purpose: request.purpose.clone(),
-                legal_basis: Some(request.legal_basis.clone()),
-            };
-            store.append_audit(std::slice::from_ref(&entry)).await?;
-            Ok(Submitted::Created(
-                checked_request(store, actor, &id).await?,
-            ))
-        }
+    let trace = AuditEntry {
+        at: now_millis(),
+        actor: actor.id.clone(),
+        role: actor.role.as_str().to_owned(),
+        office: actor.office.clone(),
+        action: AuditAction::RequestCreate,
+        target: format!("request:{}", request.id),
+        case_id: Some(case_id.to_string()),
+        purpose: request.purpose.clone(),
+        legal_basis: Some(request.legal_basis.clone()),
+    };
+    match store
+        .insert_request(
+            &request,
+            &actor.id,
+            idempotency,
+            std::slice::from_ref(&trace),
+        )
+        .await
+    {
+        Ok(RequestInsert::Created(id)) => Ok(Submitted::Created(
+            checked_request(store, actor, &id).await?,
+        )),
         Ok(RequestInsert::Replayed(id)) => {
             Ok(Submitted::Replayed(read_request(store, actor, &id).await?))
         }

@@ -7,6 +7,7 @@ use super::{
     Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, q,
 };
+use crate::domain::audit::AuditEntry;
 use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId, SubjectId};
 use crate::domain::kana::KanaName;
 use crate::domain::request::{NewCase, Period, Request, Subject, kinds_from_text, kinds_to_text};
@@ -153,7 +154,14 @@ impl Store {
         .transpose()
     }
 
-    pub async fn insert_case(&self, case: &NewCase, actor: &str) -> Result<()> {
+    /// Writes the case, its subjects and `audit` (the trace of the writing)
+    /// in one transaction.
+    pub async fn insert_case(
+        &self,
+        case: &NewCase,
+        actor: &str,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
         let now = now_millis();
         let mut tx = self.begin().await?;
         q("INSERT INTO cases (id, office, case_number, created_by, created_at) VALUES ($1, $2, $3, $4, $5)"
@@ -188,6 +196,9 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
+        }
+        if !audit.is_empty() {
+            self.append_audit_in(&mut tx, audit).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -260,11 +271,14 @@ impl Store {
 
     /// Writes the request, its inquiries (queued) and their first history
     /// event in one transaction: once this returns, nothing is lost.
+    /// `audit` is written in the same transaction as the request: a request
+    /// is never queued without its trace.
     pub async fn insert_request(
         &self,
         request: &Request,
         actor: &str,
         idempotency: Option<(&str, &str)>,
+        audit: &[AuditEntry],
     ) -> Result<RequestInsert> {
         let now = now_millis();
         let mut tx = self.begin().await?;
@@ -359,6 +373,9 @@ impl Store {
                 ev = ev.bind(inq.id.as_str().to_owned()).bind(now);
             }
             ev.execute(&mut *tx).await?;
+        }
+        if !audit.is_empty() {
+            self.append_audit_in(&mut tx, audit).await?;
         }
         tx.commit().await?;
         Ok(RequestInsert::Created(request.id.clone()))

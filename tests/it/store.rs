@@ -40,7 +40,7 @@ pub async fn file_request_for(store: &Store, subjects: usize, banks: &[&str]) ->
         today,
     )
     .unwrap();
-    store.insert_case(&case, "test").await.unwrap();
+    store.insert_case(&case, "test", &[]).await.unwrap();
     let ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
     let request = Request::validate(
         &case.id,
@@ -64,7 +64,10 @@ pub async fn file_request_for(store: &Store, subjects: usize, banks: &[&str]) ->
         today,
     )
     .unwrap();
-    store.insert_request(&request, "test", None).await.unwrap();
+    store
+        .insert_request(&request, "test", None, &[])
+        .await
+        .unwrap();
     request
 }
 

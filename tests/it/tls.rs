@@ -68,7 +68,7 @@ async fn file_request(store: &Store, banks: &[&str]) -> Request {
         today,
     )
     .unwrap();
-    store.insert_case(&case, "tls-test").await.unwrap();
+    store.insert_case(&case, "tls-test", &[]).await.unwrap();
     let ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
     let request = Request::validate(
         &case.id,
@@ -93,7 +93,7 @@ async fn file_request(store: &Store, banks: &[&str]) -> Request {
     )
     .unwrap();
     store
-        .insert_request(&request, "tls-test", None)
+        .insert_request(&request, "tls-test", None, &[])
         .await
         .unwrap();
     request
