@@ -109,6 +109,61 @@ async fn insert_attempt(
     Ok(())
 }
 
+/// One move of a batch's inquiries (see `move_batch_inquiries`).
+struct Move<'a> {
+    from: InquiryState,
+    to: InquiryState,
+    failure: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+impl Store {
+    /// Moves a batch's inquiries from one state to another and writes their
+    /// history with `detail`; returns the ids moved. `failure` is the reason
+    /// stored on the inquiries (None clears it). On PostgreSQL the rows
+    /// are locked in id order first, as `apply_answers` does, so the two
+    /// cannot deadlock.
+    async fn move_batch_inquiries(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        batch: &BatchId,
+        m: Move<'_>,
+        now: i64,
+    ) -> Result<Vec<String>> {
+        let Move {
+            from,
+            to,
+            failure,
+            detail,
+        } = m;
+        if self.dialect == Dialect::Postgres {
+            q("SELECT id FROM inquiries WHERE batch_id = $1 AND state = $2 ORDER BY id FOR UPDATE".to_owned())
+                .bind(batch.as_str().to_owned())
+                .bind(from.as_str())
+                .fetch_all(&mut **tx)
+                .await?;
+        }
+        let moved = q(
+            "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
+               WHERE batch_id = $4 AND state = $5 RETURNING id"
+                .to_owned(),
+        )
+        .bind(to.as_str())
+        .bind(failure.map(str::to_owned))
+        .bind(now)
+        .bind(batch.as_str().to_owned())
+        .bind(from.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        let ids = moved
+            .iter()
+            .map(|r| get_str(r, "id"))
+            .collect::<Result<Vec<_>>>()?;
+        insert_events(tx, &ids, now, from, to, detail).await?;
+        Ok(ids)
+    }
+}
+
 /// History rows for inquiries that just moved `from` → `to`. Written from
 /// the ids an `UPDATE … RETURNING` changed, so history never claims a move
 /// that a concurrent writer made impossible.
@@ -498,37 +553,14 @@ impl Store {
             BatchFinish::RetryAt { .. } => None,
         };
         if let Some(to) = inquiry_state {
-            // In id order, like apply_answers, so the two cannot deadlock.
-            if self.dialect == Dialect::Postgres {
-                q("SELECT id FROM inquiries WHERE batch_id = $1 AND state = 'batched' ORDER BY id FOR UPDATE".to_owned())
-                    .bind(id.as_str().to_owned())
-                    .fetch_all(&mut *tx)
-                    .await?;
-            }
-            let moved = q(
-                "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-                   WHERE batch_id = $4 AND state = 'batched' RETURNING id"
-                    .to_owned(),
-            )
-            .bind(to.as_str())
-            .bind(error.cloned())
-            .bind(now)
-            .bind(id.as_str().to_owned())
-            .fetch_all(&mut *tx)
-            .await?;
-            let ids = moved
-                .iter()
-                .map(|r| get_str(r, "id"))
-                .collect::<Result<Vec<_>>>()?;
-            insert_events(
-                &mut tx,
-                &ids,
-                now,
-                InquiryState::Batched,
+            let reason = error.map(String::as_str);
+            let m = Move {
+                from: InquiryState::Batched,
                 to,
-                error.map(String::as_str),
-            )
-            .await?;
+                failure: reason,
+                detail: reason,
+            };
+            self.move_batch_inquiries(&mut tx, id, m, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -625,19 +657,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("dead batch {id}")));
         }
-        let moved = q(
-            "UPDATE inquiries SET state = 'batched', failure_reason = NULL, updated_at = $1 \
-               WHERE batch_id = $2 AND state = 'failed' RETURNING id"
-                .to_owned(),
-        )
-        .bind(now)
-        .bind(id.as_str().to_owned())
-        .fetch_all(&mut *tx)
-        .await?;
-        let moved = moved
-            .iter()
-            .map(|r| get_str(r, "id"))
-            .collect::<Result<Vec<_>>>()?;
+        let m = Move {
+            from: InquiryState::Failed,
+            to: InquiryState::Batched,
+            failure: None,
+            detail: Some("retried by an admin"),
+        };
+        let moved = self.move_batch_inquiries(&mut tx, id, m, now).await?;
         if moved.is_empty() {
             // Nothing left to ask (cancelled, answered or purged): sending
             // the stored bytes again would only resend stale data.
@@ -646,15 +672,6 @@ impl Store {
                 "batch {id} has no failed inquiry left to send"
             )));
         }
-        insert_events(
-            &mut tx,
-            &moved,
-            now,
-            InquiryState::Failed,
-            InquiryState::Batched,
-            Some("retried by an admin"),
-        )
-        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -859,26 +876,13 @@ impl Store {
             },
         )
         .await?;
-        let moved = q("UPDATE inquiries SET state = 'delivered', updated_at = $1 \
-               WHERE batch_id = $2 AND state = 'batched' RETURNING id"
-            .to_owned())
-        .bind(now)
-        .bind(id.as_str().to_owned())
-        .fetch_all(&mut *tx)
-        .await?;
-        let moved = moved
-            .iter()
-            .map(|r| get_str(r, "id"))
-            .collect::<Result<Vec<_>>>()?;
-        insert_events(
-            &mut tx,
-            &moved,
-            now,
-            InquiryState::Batched,
-            InquiryState::Delivered,
-            Some("pulled by the bank"),
-        )
-        .await?;
+        let m = Move {
+            from: InquiryState::Batched,
+            to: InquiryState::Delivered,
+            failure: None,
+            detail: Some("pulled by the bank"),
+        };
+        self.move_batch_inquiries(&mut tx, id, m, now).await?;
         tx.commit().await?;
         Ok(true)
     }
