@@ -178,9 +178,7 @@ pub async fn run(config: &ConformanceConfig) -> anyhow::Result<Vec<CaseResult>> 
         },
     );
 
-    let mut oversize = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><b:InqryBtch xmlns:b=\"urn:shokai:xsd:batch.001.01\"><b:BtchId>OVERSIZE</b:BtchId><!--".to_vec();
-    oversize.resize(config.oversize_bytes, b'x');
-    oversize.extend_from_slice(b"--></b:InqryBtch>");
+    let oversize = iso20022::probe_oversize_batch(config.oversize_bytes);
     record(
         "oversize body",
         "413, or 4xx RJCT (SIZE)",
@@ -190,12 +188,7 @@ pub async fn run(config: &ConformanceConfig) -> anyhow::Result<Vec<CaseResult>> 
     record(
         "malformed body",
         "4xx RJCT (FRMT)",
-        post(
-            &client,
-            url,
-            b"<b:InqryBtch xmlns:b=\"urn:shokai:xsd:batch.001.01\"><unclosed>".to_vec(),
-        )
-        .await,
+        post(&client, url, iso20022::probe_malformed_batch()).await,
         &|r: &Reply| r.status >= 400 && r.status < 500 && rejected(r),
     );
     Ok(results)

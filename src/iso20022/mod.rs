@@ -973,3 +973,20 @@ pub fn decode_pending_batches(bytes: &[u8]) -> Result<Vec<PendingBatch>, CodecEr
         })
         .collect()
 }
+
+/// For the onboarding kit: a batch envelope padded with a comment to
+/// `bytes`, which a bank must refuse as too large.
+pub fn probe_oversize_batch(bytes: usize) -> Vec<u8> {
+    let mut out = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><b:InqryBtch xmlns:b="{NS_BATCH}"><b:BtchId>OVERSIZE</b:BtchId><!--"#
+    )
+    .into_bytes();
+    out.resize(bytes.max(out.len()), b'x');
+    out.extend_from_slice(b"--></b:InqryBtch>");
+    out
+}
+
+/// For the onboarding kit: a batch that is not well-formed XML.
+pub fn probe_malformed_batch() -> Vec<u8> {
+    format!(r#"<b:InqryBtch xmlns:b="{NS_BATCH}"><unclosed>"#).into_bytes()
+}
