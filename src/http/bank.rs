@@ -283,12 +283,21 @@ fn refuse_batch(status: StatusCode, batch_id: &str, code: &str, text: &str) -> H
     )
 }
 
-fn unknown_batch() -> HttpResponse {
+fn unknown_batch(id: &str) -> HttpResponse {
     refuse_batch(
         StatusCode::NOT_FOUND,
-        "",
+        id,
         "UNKN",
         "no such batch for this institution",
+    )
+}
+
+fn try_later(id: &str) -> HttpResponse {
+    refuse_batch(
+        StatusCode::SERVICE_UNAVAILABLE,
+        id,
+        "TEMP",
+        "try again later",
     )
 }
 
@@ -303,24 +312,14 @@ async fn get_batch(
         Err(resp) => return resp,
     };
     let Ok(id) = BatchId::parse(&id) else {
-        return unknown_batch();
+        return unknown_batch("");
     };
     match state.store.batch_payload(&institution, &id).await {
         Ok(Some(payload)) if !payload.is_empty() => xml(StatusCode::OK, payload),
-        Ok(_) => refuse_batch(
-            StatusCode::NOT_FOUND,
-            id.as_str(),
-            "UNKN",
-            "no such batch for this institution",
-        ),
+        Ok(_) => unknown_batch(id.as_str()),
         Err(e) => {
             tracing::error!(error = %e, "reading a pull batch failed");
-            refuse_batch(
-                StatusCode::SERVICE_UNAVAILABLE,
-                id.as_str(),
-                "TEMP",
-                "try again later",
-            )
+            try_later(id.as_str())
         }
     }
 }
@@ -337,7 +336,7 @@ async fn ack_batch(
         Err(resp) => return resp,
     };
     let Ok(id) = BatchId::parse(&id) else {
-        return unknown_batch();
+        return unknown_batch("");
     };
     match state
         .store
@@ -364,23 +363,13 @@ async fn ack_batch(
                 }),
             )
         }
-        Err(crate::store::StoreError::NotFound(_)) => refuse_batch(
-            StatusCode::NOT_FOUND,
-            id.as_str(),
-            "UNKN",
-            "no such batch for this institution",
-        ),
+        Err(crate::store::StoreError::NotFound(_)) => unknown_batch(id.as_str()),
         Err(crate::store::StoreError::Conflict(why)) => {
             refuse_batch(StatusCode::CONFLICT, id.as_str(), "STAT", &why)
         }
         Err(e) => {
             tracing::error!(error = %e, "acknowledging a pull batch failed");
-            refuse_batch(
-                StatusCode::SERVICE_UNAVAILABLE,
-                id.as_str(),
-                "TEMP",
-                "try again later",
-            )
+            try_later(id.as_str())
         }
     }
 }

@@ -12,9 +12,9 @@ use shokai::delivery::seal_due_batches;
 use shokai::domain::breaker::BreakerPolicy;
 use shokai::domain::state::BatchState;
 use shokai::domain::time::{jst, now_millis, to_utc};
-use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
+use shokai::gateway::Gateway;
 use shokai::pki::{self, PkiLayout};
-use shokai::store::{AttemptRecord, BatchFinish, StoreConfig};
+use shokai::store::{AttemptRecord, BatchFinish};
 
 use crate::db_test;
 use crate::support::{code, eventually, import_small_directory, start_mock_banks};
@@ -42,35 +42,15 @@ async fn setup(url: &str) -> Env {
         &BANKS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
     )
     .unwrap();
-    let gateway = Gateway::start(GatewayConfig {
-        database: StoreConfig::new(url),
-        staff_listen: "127.0.0.1:0".parse().unwrap(),
-        bank_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsFiles::from_pki_dir(&pki_dir),
-        workers: 1,
-        run_engine: true,
-        serve_api: true,
-        engine: crate::support::fast_engine(),
-    })
-    .await
-    .unwrap();
+    let gateway = Gateway::start(crate::support::gateway_config(url, &pki_dir))
+        .await
+        .unwrap();
     import_small_directory(&gateway.store).await;
     let banks = start_mock_banks(&pki_dir, &gateway.answers_url(), BANKS).await;
     let pki = PkiLayout::new(&pki_dir);
     let ca = std::fs::read_to_string(pki.ca_cert()).unwrap();
-    for (c, endpoint) in &banks.endpoints {
-        let c = code(c);
-        admin::connect_push_institution(
-            &gateway.store,
-            &c,
-            endpoint,
-            &ca,
-            &pki.bank_client(c.as_str()).0,
-            (50, 2, 50),
-        )
-        .await
-        .unwrap();
-    }
+    crate::support::connect_mock_banks(&gateway.store, &pki_dir, &banks.endpoints, (50, 2, 50))
+        .await;
     let caseworker = admin::create_token(&gateway.store, Role::Caseworker, "131016", "cw")
         .await
         .unwrap();
@@ -464,7 +444,7 @@ async fn windows_and_breaker_gate_claims(url: String) {
     admin::set_institution(&store, &code("0001"), &settings)
         .await
         .unwrap();
-    crate::store::file_request_for(&store, 6, &["0001"]).await;
+    crate::support::file_request_for(&store, 6, &["0001"]).await;
     seal_due_batches(&store, now_millis() + 1).await.unwrap();
     let policy = BreakerPolicy {
         failure_threshold: 3,
@@ -556,7 +536,7 @@ async fn overdue_inquiries_are_flagged(url: String) {
     use sqlx::Connection;
     let store = crate::support::open(&url).await;
     import_small_directory(&store).await;
-    let request = crate::store::file_request_for(&store, 2, &["0001"]).await;
+    let request = crate::support::file_request_for(&store, 2, &["0001"]).await;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
     // Time passes: the due date is now behind us.

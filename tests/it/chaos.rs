@@ -211,20 +211,8 @@ pub(crate) async fn setup(url: &str, faults: &[&str]) -> Setup {
     }
     let (child, endpoints) = shokai::mockbank::spawn(cmd).await.expect("mock banks");
     let layout = PkiLayout::new(&pki_dir);
-    let ca = std::fs::read_to_string(layout.ca_cert()).unwrap();
-    for (c, endpoint) in &endpoints {
-        let c = code(c);
-        admin::connect_push_institution(
-            &store,
-            &c,
-            endpoint,
-            &ca,
-            &layout.bank_client(c.as_str()).0,
-            (100, 2, 200),
-        )
-        .await
-        .unwrap();
-    }
+    let _ca = std::fs::read_to_string(layout.ca_cert()).unwrap();
+    crate::support::connect_mock_banks(&store, &pki_dir, &endpoints, (100, 2, 200)).await;
     let token = admin::create_token(&store, Role::Caseworker, "131016", "chaos")
         .await
         .unwrap();

@@ -6,9 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shokai::admin;
 use shokai::casework::Role;
-use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
+use shokai::gateway::Gateway;
 use shokai::pki::{self, PkiLayout};
-use shokai::store::StoreConfig;
 use shokai::tls::{Identity, load_certs, mtls_client_config};
 
 use crate::db_test;
@@ -31,35 +30,15 @@ async fn setup(url: &str) -> Env {
     let pki_dir = dir.path().join("pki");
     let codes: Vec<String> = BANKS.iter().map(|s| (*s).to_owned()).collect();
     pki::init(&pki_dir, &codes).unwrap();
-    let gateway = Gateway::start(GatewayConfig {
-        database: StoreConfig::new(url),
-        staff_listen: "127.0.0.1:0".parse().unwrap(),
-        bank_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsFiles::from_pki_dir(&pki_dir),
-        workers: 1,
-        run_engine: true,
-        serve_api: true,
-        engine: crate::support::fast_engine(),
-    })
-    .await
-    .unwrap();
+    let gateway = Gateway::start(crate::support::gateway_config(url, &pki_dir))
+        .await
+        .unwrap();
     import_small_directory(&gateway.store).await;
     let banks = start_mock_banks(&pki_dir, &gateway.answers_url(), BANKS).await;
     let pki = PkiLayout::new(&pki_dir);
-    let ca = std::fs::read_to_string(pki.ca_cert()).unwrap();
-    for (c, endpoint) in &banks.endpoints {
-        let c = code(c);
-        admin::connect_push_institution(
-            &gateway.store,
-            &c,
-            endpoint,
-            &ca,
-            &pki.bank_client(c.as_str()).0,
-            (5, 2, 100),
-        )
-        .await
-        .unwrap();
-    }
+    let _ca = std::fs::read_to_string(pki.ca_cert()).unwrap();
+    crate::support::connect_mock_banks(&gateway.store, &pki_dir, &banks.endpoints, (5, 2, 100))
+        .await;
     let token = admin::create_token(&gateway.store, Role::Caseworker, "131016", "e2e")
         .await
         .unwrap();

@@ -18,10 +18,10 @@ use shokai::delivery::seal_due_batches;
 use shokai::domain::ids::{BatchId, CaseId, InquiryId, RequestId};
 use shokai::domain::state::InquiryState;
 use shokai::domain::time::now_millis;
-use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
+use shokai::gateway::{Gateway, GatewayConfig};
 use shokai::iso20022::{self, AnswerStatus};
 use shokai::pki::{self, PkiLayout};
-use shokai::store::{CaseRecord, Institution, RequestView, StoreConfig};
+use shokai::store::{CaseRecord, Institution, RequestView};
 use shokai::tls::{Identity, load_certs, mtls_client_config};
 
 use crate::db_test;
@@ -251,14 +251,8 @@ impl Env {
         let codes: Vec<String> = BANKS.iter().map(|b| (*b).to_owned()).collect();
         let (pki, ca) = pki::init_with_ca(&pki_dir, &codes).unwrap();
         let gateway = Gateway::start(GatewayConfig {
-            database: StoreConfig::new(url),
-            staff_listen: "127.0.0.1:0".parse().unwrap(),
-            bank_listen: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsFiles::from_pki_dir(&pki_dir),
-            workers: 1,
             run_engine: false,
-            serve_api: true,
-            engine: crate::support::fast_engine(),
+            ..crate::support::gateway_config(url, &pki_dir)
         })
         .await
         .unwrap();

@@ -6,8 +6,7 @@
 //! `SHOKAI_UPDATE_OPENAPI=1 cargo test --test it openapi` and commit it.
 
 use serde_json::Value;
-use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
-use shokai::store::StoreConfig;
+use shokai::gateway::{Gateway, GatewayConfig};
 
 use crate::support::repo_path;
 
@@ -133,14 +132,8 @@ async fn gateway_serves_the_document_and_every_operation_is_routed() {
     shokai::pki::init(dir.path(), &["0001".to_owned()]).unwrap();
     let db = crate::support::sqlite_db();
     let gateway = Gateway::start(GatewayConfig {
-        database: StoreConfig::new(&db.url),
-        staff_listen: "127.0.0.1:0".parse().unwrap(),
-        bank_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsFiles::from_pki_dir(dir.path()),
-        workers: 1,
         run_engine: false,
-        serve_api: true,
-        engine: crate::support::fast_engine(),
+        ..crate::support::gateway_config(&db.url, dir.path())
     })
     .await
     .unwrap();

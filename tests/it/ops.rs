@@ -4,25 +4,15 @@
 use std::time::Duration;
 
 use serde_json::json;
-use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
+use shokai::gateway::{Gateway, GatewayConfig};
 use shokai::pki::{self, LeafSpec};
-use shokai::store::StoreConfig;
 
 use crate::db_test;
 
 async fn start(url: &str, pki_dir: &std::path::Path) -> Gateway {
-    Gateway::start(GatewayConfig {
-        database: StoreConfig::new(url),
-        staff_listen: "127.0.0.1:0".parse().unwrap(),
-        bank_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsFiles::from_pki_dir(pki_dir),
-        workers: 1,
-        run_engine: true,
-        serve_api: true,
-        engine: crate::support::fast_engine(),
-    })
-    .await
-    .unwrap()
+    Gateway::start(crate::support::gateway_config(url, pki_dir))
+        .await
+        .unwrap()
 }
 
 fn root(g: &Gateway) -> String {
@@ -33,14 +23,8 @@ async fn metrics_during_a_run(url: String) {
     let s = crate::chaos::setup(&url, &[]).await;
     // The gateway in process, on the port the mock banks answer to.
     let gateway = Gateway::start(GatewayConfig {
-        database: StoreConfig::new(&url),
-        staff_listen: "127.0.0.1:0".parse().unwrap(),
         bank_listen: format!("127.0.0.1:{}", s.bank_port).parse().unwrap(),
-        tls: TlsFiles::from_pki_dir(&s.pki),
-        workers: 1,
-        run_engine: true,
-        serve_api: true,
-        engine: crate::support::fast_engine(),
+        ..crate::support::gateway_config(&url, &s.pki)
     })
     .await
     .unwrap();

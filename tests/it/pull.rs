@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use shokai::admin;
 use shokai::domain::state::{BatchState, Channel};
-use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
+use shokai::gateway::Gateway;
 use shokai::pki::{self, PkiLayout};
-use shokai::store::{InstitutionSettings, StoreConfig};
+use shokai::store::InstitutionSettings;
 use shokai::tls::{Identity, load_certs, mtls_client_config};
 
 use crate::db_test;
@@ -18,18 +18,9 @@ async fn a_pull_bank_fetches_acknowledges_and_answers(url: String) {
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
     pki::init(&pki_dir, &["0001".to_owned(), "0005".to_owned()]).unwrap();
-    let gateway = Gateway::start(GatewayConfig {
-        database: StoreConfig::new(&url),
-        staff_listen: "127.0.0.1:0".parse().unwrap(),
-        bank_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsFiles::from_pki_dir(&pki_dir),
-        workers: 1,
-        run_engine: true,
-        serve_api: true,
-        engine: crate::support::fast_engine(),
-    })
-    .await
-    .unwrap();
+    let gateway = Gateway::start(crate::support::gateway_config(&url, &pki_dir))
+        .await
+        .unwrap();
     let store = gateway.store.clone();
     import_small_directory(&store).await;
     let layout = PkiLayout::new(&pki_dir);
@@ -54,7 +45,7 @@ async fn a_pull_bank_fetches_acknowledges_and_answers(url: String) {
 
     // Before the bank starts, its batch waits, sealed, and another bank
     // cannot see or take it.
-    let request = crate::store::file_request_for(&store, 3, &["0001"]).await;
+    let request = crate::support::file_request_for(&store, 3, &["0001"]).await;
     crate::support::eventually("a sealed batch", Duration::from_secs(10), || async {
         !store
             .batches_in_state(BatchState::Sealed, 10)

@@ -28,8 +28,8 @@ async fn closed_cases_are_purged_after_the_period(url: String) {
         .update_institution_settings(&code("0001"), &settings)
         .await
         .unwrap();
-    let closing = crate::store::file_request_for(&store, 2, &["0001"]).await;
-    let keeping = crate::store::file_request_for(&store, 1, &["0001"]).await;
+    let closing = crate::support::file_request_for(&store, 2, &["0001"]).await;
+    let keeping = crate::support::file_request_for(&store, 1, &["0001"]).await;
     seal_due_batches(&store, now_millis() + 1).await.unwrap();
     let policy = BreakerPolicy::default();
     for b in store

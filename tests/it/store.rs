@@ -6,8 +6,7 @@ use shokai::delivery::seal_due_batches;
 use shokai::domain::answer::{Account, AccountType, Answer, Outcome};
 use shokai::domain::breaker::BreakerPolicy;
 use shokai::domain::ids::{BatchId, ClaimToken};
-use shokai::domain::request::{NewCase, Request, RequestInput, SubjectInput, Target};
-use shokai::domain::state::{BatchState, Channel, InquiryKind, InquiryState};
+use shokai::domain::state::{BatchState, Channel, InquiryState};
 use shokai::domain::time::now_millis;
 use shokai::domain::zengin::BranchCode;
 use shokai::store::{
@@ -19,56 +18,6 @@ use crate::support::{code, import_small_directory, open};
 
 fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-/// Files one case with `subjects` people at `banks`, straight into the store.
-pub async fn file_request_for(store: &Store, subjects: usize, banks: &[&str]) -> Request {
-    let today = shokai::casework::today();
-    let case = NewCase::validate(
-        "131016",
-        "CASE-1",
-        (0..subjects)
-            .map(|i| SubjectInput {
-                kana_name: format!("ヤマダ タロウ{}", "ア".repeat(i)),
-                kanji_name: Some("山田 太郎".into()),
-                birth_date: d("1970-01-01"),
-                postal_code: None,
-                address: None,
-                former_kana_names: vec![],
-            })
-            .collect(),
-        today,
-    )
-    .unwrap();
-    store.insert_case(&case, "test", &[]).await.unwrap();
-    let ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
-    let request = Request::validate(
-        &case.id,
-        &ids,
-        RequestInput {
-            subject_ids: ids.clone(),
-            targets: banks
-                .iter()
-                .map(|b| Target {
-                    institution: code(b),
-                    branches: vec![],
-                })
-                .collect(),
-            kinds: vec![InquiryKind::Existence, InquiryKind::Balance],
-            reference_date: None,
-            period: None,
-            legal_basis: None,
-            purpose: None,
-            due_date: today + chrono::Days::new(14),
-        },
-        today,
-    )
-    .unwrap();
-    store
-        .insert_request(&request, "test", None, &[])
-        .await
-        .unwrap();
-    request
 }
 
 async fn make_push(store: &Store, bank: &str, max_batch: i64) {
@@ -127,7 +76,7 @@ async fn queue_flow(url: String) {
     let store = open(&url).await;
     import_small_directory(&store).await;
     make_push(&store, "0001", 2).await;
-    let request = file_request_for(&store, 3, &["0001"]).await;
+    let request = crate::support::file_request_for(&store, 3, &["0001"]).await;
     assert_eq!(request.inquiries.len(), 3);
 
     // Size 2 and age 0: one full batch and one partial.
@@ -305,7 +254,7 @@ async fn dead_batches_fail_their_inquiries(url: String) {
     let store = open(&url).await;
     import_small_directory(&store).await;
     make_push(&store, "0005", 10).await;
-    let request = file_request_for(&store, 2, &["0005"]).await;
+    let request = crate::support::file_request_for(&store, 2, &["0005"]).await;
     seal_due_batches(&store, now_millis() + 1).await.unwrap();
     let claimed = store
         .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())

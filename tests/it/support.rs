@@ -205,3 +205,100 @@ pub fn fast_engine() -> shokai::delivery::EngineTuning {
         ..Default::default()
     }
 }
+
+/// Files one case with `subjects` people at `banks`, straight into the store.
+pub async fn file_request_for(
+    store: &Store,
+    subjects: usize,
+    banks: &[&str],
+) -> shokai::domain::request::Request {
+    let today = shokai::casework::today();
+    let case = shokai::domain::request::NewCase::validate(
+        "131016",
+        "CASE-1",
+        (0..subjects)
+            .map(|i| shokai::domain::request::SubjectInput {
+                kana_name: format!("ヤマダ タロウ{}", "ア".repeat(i)),
+                kanji_name: Some("山田 太郎".into()),
+                birth_date: chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(),
+                postal_code: None,
+                address: None,
+                former_kana_names: vec![],
+            })
+            .collect(),
+        today,
+    )
+    .unwrap();
+    store.insert_case(&case, "test", &[]).await.unwrap();
+    let ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
+    let request = shokai::domain::request::Request::validate(
+        &case.id,
+        &ids,
+        shokai::domain::request::RequestInput {
+            subject_ids: ids.clone(),
+            targets: banks
+                .iter()
+                .map(|b| shokai::domain::request::Target {
+                    institution: code(b),
+                    branches: vec![],
+                })
+                .collect(),
+            kinds: vec![
+                shokai::domain::state::InquiryKind::Existence,
+                shokai::domain::state::InquiryKind::Balance,
+            ],
+            reference_date: None,
+            period: None,
+            legal_basis: None,
+            purpose: None,
+            due_date: today + chrono::Days::new(14),
+        },
+        today,
+    )
+    .unwrap();
+    store
+        .insert_request(&request, "test", None, &[])
+        .await
+        .unwrap();
+    request
+}
+
+/// A gateway on loopback ports chosen by the OS, with the engine on and
+/// test-speed settings; tests change fields with struct update syntax.
+pub fn gateway_config(url: &str, pki_dir: &Path) -> shokai::gateway::GatewayConfig {
+    shokai::gateway::GatewayConfig {
+        database: StoreConfig::new(url),
+        staff_listen: "127.0.0.1:0".parse().unwrap(),
+        bank_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: shokai::gateway::TlsFiles::from_pki_dir(pki_dir),
+        workers: 1,
+        run_engine: true,
+        serve_api: true,
+        engine: fast_engine(),
+    }
+}
+
+/// Onboards each running mock bank as a push institution, with its client
+/// certificate, as an operator would.
+pub async fn connect_mock_banks(
+    store: &Store,
+    pki_dir: &Path,
+    endpoints: &[(String, String)],
+    limits: (i64, i64, i64),
+) {
+    let layout = shokai::pki::PkiLayout::new(pki_dir);
+    let ca = std::fs::read_to_string(layout.ca_cert()).unwrap();
+    for (c, endpoint) in endpoints {
+        let c = code(c);
+        shokai::admin::connect_push_institution(
+            store,
+            &c,
+            endpoint,
+            &ca,
+            &layout.bank_client(c.as_str()).0,
+            limits,
+        )
+        .await
+        .unwrap();
+    }
+}

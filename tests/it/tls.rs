@@ -16,13 +16,13 @@ use shokai::admin;
 use shokai::delivery::seal_due_batches;
 use shokai::domain::answer::{Answer, Outcome};
 use shokai::domain::ids::{BatchId, InquiryId};
-use shokai::domain::request::{NewCase, Request, RequestInput, SubjectInput, Target};
+use shokai::domain::request::Request;
 use shokai::domain::state::{BatchState, InquiryKind, InquiryState};
 use shokai::domain::time::now_millis;
 use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
 use shokai::iso20022::{self, AnswerStatus, OutgoingAnswer};
 use shokai::pki::{self, Ca, LeafSpec, PkiLayout};
-use shokai::store::{InquiryView, Store, StoreConfig};
+use shokai::store::{InquiryView, Store};
 use shokai::tls::{load_certs, mtls_client_config, parse_certs};
 use sqlx::Connection;
 use time::OffsetDateTime;
@@ -37,66 +37,12 @@ const REVOKED_SERIAL: u64 = 0x5EED_0001;
 
 async fn start_gateway(db: &TestDb, tls: TlsFiles, run_engine: bool) -> Gateway {
     Gateway::start(GatewayConfig {
-        database: StoreConfig::new(&db.url),
-        staff_listen: "127.0.0.1:0".parse().unwrap(),
-        bank_listen: "127.0.0.1:0".parse().unwrap(),
         tls,
-        workers: 1,
         run_engine,
-        serve_api: true,
-        engine: crate::support::fast_engine(),
+        ..crate::support::gateway_config(&db.url, std::path::Path::new("."))
     })
     .await
     .unwrap()
-}
-
-/// Files one case with one subject and a request to `banks`, through the
-/// store as the staff API would.
-async fn file_request(store: &Store, banks: &[&str]) -> Request {
-    let today = shokai::casework::today();
-    let case = NewCase::validate(
-        OFFICE,
-        "TLS-0001",
-        vec![SubjectInput {
-            kana_name: "ヤマダ タロウ".into(),
-            kanji_name: Some("山田 太郎".into()),
-            birth_date: chrono::NaiveDate::from_ymd_opt(1961, 4, 2).unwrap(),
-            postal_code: None,
-            address: None,
-            former_kana_names: vec![],
-        }],
-        today,
-    )
-    .unwrap();
-    store.insert_case(&case, "tls-test", &[]).await.unwrap();
-    let ids: Vec<_> = case.subjects.iter().map(|s| s.id.clone()).collect();
-    let request = Request::validate(
-        &case.id,
-        &ids,
-        RequestInput {
-            subject_ids: ids.clone(),
-            targets: banks
-                .iter()
-                .map(|b| Target {
-                    institution: code(b),
-                    branches: vec![],
-                })
-                .collect(),
-            kinds: vec![InquiryKind::Existence, InquiryKind::Balance],
-            reference_date: None,
-            period: None,
-            legal_basis: None,
-            purpose: None,
-            due_date: today + chrono::Days::new(14),
-        },
-        today,
-    )
-    .unwrap();
-    store
-        .insert_request(&request, "tls-test", None, &[])
-        .await
-        .unwrap();
-    request
 }
 
 fn inquiry_for(request: &Request, bank: &str) -> InquiryId {
@@ -166,7 +112,7 @@ impl BankApi {
         )
         .await
         .unwrap();
-        let request = file_request(store, &["0001"]).await;
+        let request = crate::support::file_request_for(store, 1, &["0001"]).await;
         assert_eq!(seal_due_batches(store, now_millis()).await.unwrap(), 1);
         let inquiry = inquiry_for(&request, "0001");
         assert_eq!(
@@ -496,7 +442,7 @@ async fn dispatcher_refuses(bad: BadServer, expected_error: &[&str]) {
         .await
         .unwrap();
     }
-    let request = file_request(&store, &["0001", "0005"]).await;
+    let request = crate::support::file_request_for(&store, 1, &["0001", "0005"]).await;
     let (bad_inquiry, good_inquiry) =
         (inquiry_for(&request, "0001"), inquiry_for(&request, "0005"));
 
