@@ -100,6 +100,8 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         run_engine: true,
         serve_api: true,
         engine,
+        connectors: Default::default(),
+        feed: None,
     })
     .await?;
     let store = gateway.store.clone();

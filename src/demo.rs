@@ -135,6 +135,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         run_engine: true,
         serve_api: true,
         engine: crate::delivery::EngineTuning::default(),
+        connectors: Default::default(),
+        feed: None,
     })
     .await?;
     let store = gateway.store.clone();

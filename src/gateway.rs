@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::connectors::{Connectors, ConnectorsConfig};
 use crate::delivery::{Engine, EngineConfig, EngineTuning};
+use crate::http::feed::{FeedConfig, FeedSender};
 use crate::http::{self, AppState, Servers};
 use crate::store::{Store, StoreConfig};
 use crate::tls::{
@@ -57,6 +59,18 @@ pub struct GatewayConfig {
     /// can split the roles over one PostgreSQL database.
     pub serve_api: bool,
     pub engine: EngineTuning,
+    /// The department connectors and the re-query schedule.
+    pub connectors: ConnectorsConfig,
+    /// The case-file feed (signed webhooks); off when None.
+    pub feed: Option<FeedSettings>,
+}
+
+/// Where the case-file feed goes; its retry schedule is the engine's.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    pub url: String,
+    pub secret: Vec<u8>,
+    pub ca: Option<PathBuf>,
 }
 
 pub struct Gateway {
@@ -67,6 +81,9 @@ pub struct Gateway {
     engine: Option<Engine>,
     servers: Option<Servers>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    requery: Option<tokio::task::JoinHandle<()>>,
+    feed: Option<FeedSender>,
+    pub connectors: Connectors,
     tls_files: TlsFiles,
     server_cert: Arc<ServerCert>,
     verifier: Arc<ClientVerifier>,
@@ -117,7 +134,10 @@ fn certificate_expiries(server: &Identity, client: &Identity) -> Vec<(String, i6
 impl Gateway {
     pub async fn start(config: GatewayConfig) -> anyhow::Result<Gateway> {
         crate::tls::install_crypto_provider();
-        let store = Store::open(&config.database).await?;
+        let mut database = config.database.clone();
+        database.feed_events = config.feed.is_some();
+        let store = Store::open(&database).await?;
+        let connectors = Connectors::build(&config.connectors, &store)?;
         let t = &config.tls;
         let material = TlsMaterial::load(t)?;
         let server_cert = ServerCert::new(&material.server)?;
@@ -141,6 +161,7 @@ impl Gateway {
             store: store.clone(),
             wake,
             certificates,
+            connectors: connectors.clone(),
         };
         let servers = if config.serve_api {
             Some(http::start(
@@ -170,7 +191,48 @@ impl Gateway {
             }
             _ => None,
         };
+        let requery = match (config.run_engine, config.connectors.requery_every) {
+            (true, Some(every)) if !connectors.is_empty() => {
+                let (store, connectors) = (store.clone(), connectors.clone());
+                Some(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        match crate::casework::requery_open_cases(&store, &connectors).await {
+                            Ok(s) => tracing::info!(
+                                cases = s.cases,
+                                alerts = s.alerts,
+                                incomplete = s.incomplete,
+                                errors = s.errors,
+                                "department re-query done"
+                            ),
+                            Err(e) => tracing::error!(error = %e, "department re-query failed"),
+                        }
+                    }
+                }))
+            }
+            _ => None,
+        };
+        let feed = match (&config.feed, config.run_engine) {
+            (Some(f), true) => Some(FeedSender::start(
+                store.clone(),
+                FeedConfig {
+                    url: f.url.clone(),
+                    secret: f.secret.clone(),
+                    ca: f.ca.clone(),
+                    retry: config.engine.retry.clone(),
+                    lease: config.engine.lease,
+                    request_timeout: config.engine.request_timeout,
+                    poll_interval: config.engine.poll_interval,
+                },
+            )?),
+            _ => None,
+        };
         Ok(Gateway {
+            requery,
+            feed,
+            connectors,
             tls_files: config.tls.clone(),
             server_cert,
             verifier,
@@ -218,8 +280,11 @@ impl Gateway {
 
     /// Stops taking requests, lets deliveries under way finish, closes the store.
     pub async fn stop(self) {
-        if let Some(r) = &self.retention {
-            r.abort();
+        for task in [&self.retention, &self.requery].into_iter().flatten() {
+            task.abort();
+        }
+        if let Some(feed) = self.feed {
+            feed.stop();
         }
         if let Some(servers) = self.servers {
             servers.stop().await;

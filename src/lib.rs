@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bench;
 pub mod casework;
 pub mod conformance;
+pub mod connectors;
 pub mod delivery;
 pub mod demo;
 pub mod domain;

@@ -30,6 +30,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of `Serve` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: staff API, bank API and delivery engine.
@@ -64,6 +66,10 @@ enum Command {
         grace_secs: u64,
         #[command(flatten)]
         tuning: TuningArgs,
+        #[command(flatten)]
+        departments: DepartmentArgs,
+        #[command(flatten)]
+        feed: FeedArgs,
         #[arg(long, env = "SHOKAI_WORKERS", default_value_t = 2)]
         workers: usize,
     },
@@ -222,6 +228,107 @@ impl TuningArgs {
     }
 }
 
+/// The city's departments (connectors) for `serve`.
+#[derive(clap::Args)]
+struct DepartmentArgs {
+    /// A department connector, as NAME=https://endpoint (pull API) or
+    /// NAME=file:/folder (CSV file linkage); repeatable, or comma-separated
+    /// in the environment. NAME is resident_registry, tax, child_allowance,
+    /// child_rearing_allowance, national_health_insurance, long_term_care
+    /// or pension.
+    #[arg(long = "department", env = "SHOKAI_DEPARTMENTS", value_delimiter = ',')]
+    departments: Vec<String>,
+    /// CA bundle that issued the departments' server certificates.
+    #[arg(long, env = "SHOKAI_DEPARTMENT_CA")]
+    department_ca: Option<PathBuf>,
+    /// How long one connector may take before its result counts as failed.
+    #[arg(long, env = "SHOKAI_DEPARTMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    department_timeout_ms: u64,
+    /// A longer or shorter timeout for one department, as NAME=MS; repeatable.
+    #[arg(
+        long = "department-timeout",
+        env = "SHOKAI_DEPARTMENT_TIMEOUTS",
+        value_delimiter = ','
+    )]
+    department_timeouts: Vec<String>,
+    /// Re-query open cases for changes this often (0: never).
+    #[arg(long, env = "SHOKAI_REQUERY_SECS", default_value_t = 86_400)]
+    requery_secs: u64,
+}
+
+impl DepartmentArgs {
+    fn into_config(self) -> anyhow::Result<shokai::connectors::ConnectorsConfig> {
+        use shokai::domain::department::Department;
+        let specs = self
+            .departments
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| shokai::connectors::ConnectorSpec::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeouts = self
+            .department_timeouts
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|t| {
+                let (name, ms) = t.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--department-timeout must be NAME=MS, got '{t}'")
+                })?;
+                Ok((
+                    Department::parse(name.trim())?,
+                    Duration::from_millis(ms.trim().parse()?),
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(shokai::connectors::ConnectorsConfig {
+            specs,
+            ca: self.department_ca,
+            timeout: Duration::from_millis(self.department_timeout_ms),
+            timeouts,
+            requery_every: (self.requery_secs > 0).then(|| Duration::from_secs(self.requery_secs)),
+        })
+    }
+}
+
+/// The case-file feed for `serve`.
+#[derive(clap::Args)]
+struct FeedArgs {
+    /// POST case-file events here as signed webhooks.
+    #[arg(long, env = "SHOKAI_FEED_URL")]
+    feed_url: Option<String>,
+    /// A file holding the HMAC secret shared with the receiver.
+    #[arg(long, env = "SHOKAI_FEED_SECRET_FILE")]
+    feed_secret_file: Option<PathBuf>,
+    /// CA bundle of the receiver's server certificate.
+    #[arg(long, env = "SHOKAI_FEED_CA")]
+    feed_ca: Option<PathBuf>,
+}
+
+impl FeedArgs {
+    fn into_settings(self) -> anyhow::Result<Option<shokai::gateway::FeedSettings>> {
+        let Some(url) = self.feed_url.filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let path = self
+            .feed_secret_file
+            .ok_or_else(|| anyhow::anyhow!("--feed-url needs --feed-secret-file"))?;
+        let secret = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .trim()
+            .as_bytes()
+            .to_vec();
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "the feed secret in {} must be at least 32 bytes",
+            path.display()
+        );
+        Ok(Some(shokai::gateway::FeedSettings {
+            url,
+            secret,
+            ca: self.feed_ca,
+        }))
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ProcessRole {
     All,
@@ -366,6 +473,8 @@ async fn main() -> anyhow::Result<()> {
             role,
             grace_secs,
             tuning,
+            departments,
+            feed,
             workers,
         } => {
             let d = TlsFiles::from_pki_dir(&pki_dir);
@@ -386,6 +495,8 @@ async fn main() -> anyhow::Result<()> {
                 run_engine: role != ProcessRole::Api,
                 serve_api: role != ProcessRole::Dispatcher,
                 engine: tuning.into_tuning(Duration::from_secs(grace_secs))?,
+                connectors: departments.into_config()?,
+                feed: feed.into_settings()?,
             })
             .await?;
             match (gateway.staff_addr, gateway.bank_addr) {

@@ -294,6 +294,30 @@ pub fn mtls_client_config(
     Ok(cfg)
 }
 
+/// A client that trusts only `server_cas` and presents no certificate (the
+/// department connectors and the case-file feed).
+pub fn client_config(server_cas: &[CertificateDer<'static>]) -> Result<ClientConfig, TlsError> {
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("client config", e))?
+        .with_root_certificates(roots(server_cas, "server CA")?)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A server without client authentication (the mock departments).
+pub fn server_config(id: &Identity) -> Result<ServerConfig, TlsError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("server config", e))?
+        .with_no_client_auth()
+        .with_single_cert(id.chain.clone(), id.key())
+        .map_err(|e| err("server certificate", e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 /// The certificate and key a party presents, loaded from PEM files.
 #[derive(Clone)]
 pub struct Identity {

@@ -1,6 +1,13 @@
 //! Casework services: filing cases and inquiry requests, and reading them
 //! back with least privilege (an office sees only its own cases).
 
+mod departments;
+
+pub use departments::{
+    DepartmentRun, FullCaseFile, RequerySummary, TimelineEntry, department_inquiry, full_case_file,
+    requery_open_cases,
+};
+
 use chrono::NaiveDate;
 
 use crate::domain::DomainError;
@@ -149,7 +156,6 @@ async fn checked_case(
     Ok(case)
 }
 
-/// Appends one entry to the audit trail for this actor.
 /// The audit entry for this actor's action.
 fn entry(
     actor: &Actor,

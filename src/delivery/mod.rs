@@ -329,6 +329,30 @@ pub async fn deliver(
 
 type Judgement = (BatchFinish, &'static str, Option<u16>, Option<String>);
 
+/// The durable retry schedule after a retryable failure of attempt
+/// `attempt`: retry at a jittered time, or give up (dead). Batches and
+/// case-file feed events share it.
+pub fn after_retryable_failure(
+    policy: &RetryPolicy,
+    attempt: u32,
+    first_attempt_at: i64,
+    now: i64,
+    error: String,
+    retry_after: Option<Duration>,
+) -> BatchFinish {
+    let elapsed = Duration::from_millis((now - first_attempt_at).max(0) as u64);
+    let jitter: f64 = rand::rng().random();
+    match policy.after_failure(attempt, jitter, retry_after, elapsed) {
+        RetryDecision::RetryAfter(d) => BatchFinish::RetryAt {
+            at: now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            error,
+        },
+        RetryDecision::GiveUp => BatchFinish::Dead {
+            reason: format!("gave up after {attempt} attempts: {error}"),
+        },
+    }
+}
+
 fn judge(
     batch: &ClaimedBatch,
     result: Result<SendOutcome, SendError>,
@@ -336,30 +360,15 @@ fn judge(
     now: i64,
 ) -> Judgement {
     let retry = |error: String, retry_after: Option<Duration>, status: Option<u16>| -> Judgement {
-        let elapsed = Duration::from_millis((now - batch.first_attempt_at).max(0) as u64);
-        let jitter: f64 = rand::rng().random();
-        match config
-            .retry
-            .after_failure(batch.attempt as u32, jitter, retry_after, elapsed)
-        {
-            RetryDecision::RetryAfter(d) => (
-                BatchFinish::RetryAt {
-                    at: now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                    error: error.clone(),
-                },
-                "retryable",
-                status,
-                Some(error),
-            ),
-            RetryDecision::GiveUp => (
-                BatchFinish::Dead {
-                    reason: format!("gave up after {} attempts: {error}", batch.attempt),
-                },
-                "retryable",
-                status,
-                Some(error),
-            ),
-        }
+        let finish = after_retryable_failure(
+            &config.retry,
+            batch.attempt as u32,
+            batch.first_attempt_at,
+            now,
+            error.clone(),
+            retry_after,
+        );
+        (finish, "retryable", status, Some(error))
     };
     match result {
         Err(SendError::Transport(msg)) => retry(msg, None, None),

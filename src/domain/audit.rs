@@ -26,6 +26,7 @@ pub enum AuditAction {
     InstitutionResume,
     AuditRead,
     Purge,
+    DepartmentInquiry,
 }
 
 impl AuditAction {
@@ -46,6 +47,7 @@ impl AuditAction {
         Self::InstitutionResume,
         Self::AuditRead,
         Self::Purge,
+        Self::DepartmentInquiry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +68,7 @@ impl AuditAction {
             Self::InstitutionResume => "institution.resume",
             Self::AuditRead => "audit.read",
             Self::Purge => "retention.purge",
+            Self::DepartmentInquiry => "department.inquiry",
         }
     }
 

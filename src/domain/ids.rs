@@ -73,6 +73,14 @@ id_type!(
     /// One claim of a batch by a dispatcher: the fencing token.
     ClaimToken
 );
+id_type!(
+    /// One event of the case-file feed; receivers de-duplicate on it.
+    EventId
+);
+id_type!(
+    /// One comprehensive inquiry or re-query of a case's departments.
+    FetchRunId
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,9 @@
 pub mod answer;
 pub mod audit;
 pub mod breaker;
+pub mod department;
 pub mod error;
+pub mod feed;
 pub mod ids;
 pub mod kana;
 pub mod request;

@@ -3,6 +3,8 @@
 //! mutual TLS, XML), so that banks never reach staff routes.
 
 mod bank;
+mod casefile;
+pub mod feed;
 mod openapi;
 mod ops;
 mod problem;
@@ -29,6 +31,8 @@ pub struct AppState {
     /// The certificates this process presents, with their expiry (ms):
     /// `/readyz` fails and `/metrics` warns before they run out.
     pub certificates: Arc<std::sync::RwLock<Vec<(String, i64)>>>,
+    /// The department connectors the comprehensive inquiry asks.
+    pub connectors: crate::connectors::Connectors,
 }
 
 /// `/readyz` fails when a certificate expires within this many days.

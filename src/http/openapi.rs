@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
-use super::staff;
+use super::{casefile, staff};
 use crate::domain::audit::AuditAction;
 use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId, SubjectId};
 use crate::domain::state::{BatchState, InquiryKind, InquiryState};
@@ -60,7 +60,9 @@ pub fn openapi_json() -> String {
     paths(
         staff::create_case,
         staff::get_case,
-        staff::get_case_file,
+        casefile::get_case_file,
+        casefile::department_inquiry,
+        casefile::list_linkage_files,
         staff::put_decision,
         staff::close_case,
         staff::acknowledge_alert,

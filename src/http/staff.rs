@@ -24,7 +24,7 @@ use crate::domain::request::{Period, RequestInput, SubjectInput, Target};
 use crate::domain::state::{BatchState, InquiryKind, InquiryState};
 use crate::domain::time::{parse_date, rfc3339};
 use crate::domain::zengin::{BranchCode, InstitutionCode};
-use crate::store::{AlertRecord, AuditFilter, CaseFile, CaseRecord, InquiryView, RequestView};
+use crate::store::{AlertRecord, AuditFilter, CaseRecord, InquiryView, RequestView};
 
 /// Staff API bodies are small; a request for 1,000 inquiries fits easily.
 const MAX_BODY: usize = 256 * 1024;
@@ -34,7 +34,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .route("/cases", web::post().to(create_case))
             .route("/cases/{id}", web::get().to(get_case))
-            .route("/cases/{id}/file", web::get().to(get_case_file))
+            .route(
+                "/cases/{id}/file",
+                web::get().to(super::casefile::get_case_file),
+            )
+            .route(
+                "/cases/{id}/department-inquiry",
+                web::post().to(super::casefile::department_inquiry),
+            )
+            .route(
+                "/admin/linkage-files",
+                web::get().to(super::casefile::list_linkage_files),
+            )
             .route("/requests", web::post().to(submit_request))
             .route("/requests/{id}", web::get().to(get_request))
             .route("/requests/{id}/cancel", web::post().to(cancel_request))
@@ -70,7 +81,7 @@ pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-async fn actor(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> {
+pub(super) async fn actor(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> {
     let header = req
         .headers()
         .get("authorization")
@@ -116,7 +127,9 @@ async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
 
 /// Parses the query string after authentication, so that a stranger learns
 /// nothing from its errors, and errors are problems like every other.
-fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+pub(super) fn parse_query<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| {
@@ -294,7 +307,7 @@ struct SubjectJson {
 /// A case and its subjects.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Case)]
-struct CaseJson {
+pub(super) struct CaseJson {
     id: CaseId,
     /// The office the case belongs to.
     office: String,
@@ -311,7 +324,7 @@ struct CaseJson {
     subjects: Vec<SubjectJson>,
 }
 
-fn case_json(c: &CaseRecord) -> CaseJson {
+pub(super) fn case_json(c: &CaseRecord) -> CaseJson {
     CaseJson {
         id: c.id.clone(),
         office: c.office.clone(),
@@ -428,7 +441,7 @@ struct PeriodJson {
 /// A request and its inquiries.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Request)]
-struct RequestJson {
+pub(super) struct RequestJson {
     id: RequestId,
     case_id: CaseId,
     kinds: Vec<InquiryKind>,
@@ -444,7 +457,7 @@ struct RequestJson {
     inquiries: Vec<InquiryJson>,
 }
 
-fn request_json(r: &RequestView) -> RequestJson {
+pub(super) fn request_json(r: &RequestView) -> RequestJson {
     RequestJson {
         id: r.id.clone(),
         case_id: r.case_id.clone(),
@@ -549,17 +562,28 @@ struct CaseFileEntryJson {
     other_holdings: Vec<OtherHoldingJson>,
 }
 
-/// A case and every answer filed for it.
+/// Everything about a case in one piece: subjects, requests and their
+/// inquiries, bank findings, department findings, alerts and a timeline.
 #[derive(Serialize, ToSchema)]
 #[schema(as = CaseFile)]
-struct CaseFileJson {
+pub(super) struct CaseFileJson {
     case: CaseJson,
+    requests: Vec<RequestJson>,
     /// Every inquiry of the case, with its state and `overdue` flag.
     inquiries: Vec<InquiryJson>,
+    /// Bank answers, every revision (superseded ones flagged).
     entries: Vec<CaseFileEntryJson>,
+    /// Per subject: the sum of the balances the current answers report.
+    bank_totals: Vec<super::casefile::SubjectTotalJson>,
+    /// What the city's departments hold, per department, with the last fetch.
+    departments: Vec<super::casefile::DepartmentFindingsJson>,
+    alerts: Vec<AlertJson>,
+    /// Oldest first.
+    timeline: Vec<super::casefile::TimelineJson>,
 }
 
-fn case_file_json(f: &CaseFile) -> CaseFileJson {
+pub(super) fn case_file_json(full: &casework::FullCaseFile) -> CaseFileJson {
+    let f = &full.bank;
     let entries = f
         .entries
         .iter()
@@ -631,17 +655,27 @@ fn case_file_json(f: &CaseFile) -> CaseFileJson {
         .collect();
     CaseFileJson {
         case: case_json(&f.case),
+        requests: full.requests.iter().map(request_json).collect(),
         inquiries: f.inquiries.iter().map(inquiry_json).collect(),
         entries,
+        bank_totals: super::casefile::bank_totals(f),
+        departments: super::casefile::department_findings(full),
+        alerts: full.alerts.iter().map(alert_json).collect(),
+        timeline: full
+            .timeline
+            .iter()
+            .map(super::casefile::timeline_json)
+            .collect(),
     }
 }
 
 /// Something about a case that needs a person's attention.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Alert)]
-struct AlertJson {
+pub(super) struct AlertJson {
     id: i64,
-    /// `reopen`: an answer came after the case's decision date.
+    /// `reopen`: an answer came after the case's decision date;
+    /// `department_change`: a department's records changed (see `change`).
     kind: String,
     inquiry_id: Option<InquiryId>,
     detail: String,
@@ -651,9 +685,11 @@ struct AlertJson {
     acknowledged_at: Option<String>,
     /// The actor id that acknowledged it.
     acknowledged_by: Option<String>,
+    /// What changed, for a `department_change` alert.
+    change: Option<super::casefile::AlertChangeJson>,
 }
 
-fn alert_json(a: &AlertRecord) -> AlertJson {
+pub(super) fn alert_json(a: &AlertRecord) -> AlertJson {
     AlertJson {
         id: a.id,
         kind: a.kind.clone(),
@@ -662,6 +698,7 @@ fn alert_json(a: &AlertRecord) -> AlertJson {
         created_at: rfc3339(a.created_at),
         acknowledged_at: a.acknowledged_at.map(rfc3339),
         acknowledged_by: a.acknowledged_by.clone(),
+        change: a.change.as_ref().map(super::casefile::alert_change_json),
     }
 }
 
@@ -769,7 +806,7 @@ pub(super) async fn create_case(
     Ok(HttpResponse::Created().json(case_json(&case)))
 }
 
-fn path_id<T>(
+pub(super) fn path_id<T>(
     raw: &str,
     parse: fn(&str) -> Result<T, crate::domain::DomainError>,
 ) -> Result<T, ApiError> {
@@ -975,33 +1012,6 @@ pub(super) async fn get_request(
     let id = path_id(&id, RequestId::parse)?;
     let view = casework::read_request(&state.store, &actor, &id).await?;
     Ok(HttpResponse::Ok().json(request_json(&view)))
-}
-
-/// Read a case file
-///
-/// Every answer revision filed for the case, superseded ones included.
-#[utoipa::path(
-    get,
-    path = "/api/v1/cases/{id}/file",
-    tag = "cases",
-    params(("id" = CaseId, Path, description = "The case.")),
-    responses(
-        (status = 200, description = "The case file.", body = CaseFileJson),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 500, response = Internal),
-    )
-)]
-pub(super) async fn get_case_file(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let actor = actor(&req, &state).await?;
-    let id = path_id(&id, CaseId::parse)?;
-    let file = casework::case_file(&state.store, &actor, &id).await?;
-    Ok(HttpResponse::Ok().json(case_file_json(&file)))
 }
 
 /// Cancel a request

@@ -8,6 +8,7 @@ use super::{
     parse_date, q,
 };
 use crate::domain::answer::{Account, AccountType, Answer, OtherHolding, Outcome, Transaction};
+use crate::domain::feed::FeedKind;
 use crate::domain::ids::{CaseId, InquiryId, SubjectId};
 use crate::domain::state::InquiryState;
 use crate::domain::time::jst_date;
@@ -290,7 +291,7 @@ impl Store {
         if let Some(decision) = get_opt_date(&decided, "decision_date")?
             && jst_date(now) > decision
         {
-            q("INSERT INTO case_alerts (case_id, kind, inquiry_id, detail, created_at) VALUES ($1, 'reopen', $2, $3, $4)"
+            let alert = q("INSERT INTO case_alerts (case_id, kind, inquiry_id, detail, created_at) VALUES ($1, 'reopen', $2, $3, $4) RETURNING id"
                 .to_owned())
             .bind(case_id.clone())
             .bind(answer.inquiry_id.as_str().to_owned())
@@ -299,7 +300,16 @@ impl Store {
                 new_state.as_str()
             ))
             .bind(now)
-            .execute(&mut **tx)
+            .fetch_one(&mut **tx)
+            .await?;
+            let alert_id = get_i64(&alert, "id")?;
+            self.enqueue_feed_event(
+                tx,
+                &CaseId::from_trusted(case_id.clone()),
+                FeedKind::AlertRaised,
+                &alert_id.to_string(),
+                now,
+            )
             .await?;
         }
         let done = q(
@@ -320,6 +330,14 @@ impl Store {
                 answer.inquiry_id
             )));
         }
+        self.enqueue_feed_event(
+            tx,
+            &CaseId::from_trusted(case_id),
+            FeedKind::AnswerFiled,
+            &format!("{}:{new_revision}", answer.inquiry_id),
+            now,
+        )
+        .await?;
         Ok(ApplyOutcome::Accepted {
             revision: new_revision,
             waited_ms: now - filed_at,

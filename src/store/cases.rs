@@ -8,6 +8,8 @@ use super::{
     parse_date, q,
 };
 use crate::domain::audit::AuditEntry;
+use crate::domain::department::{Department, RecordKind, SuggestedAction};
+use crate::domain::feed::FeedKind;
 use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId, SubjectId};
 use crate::domain::kana::KanaName;
 use crate::domain::request::{NewCase, Period, Request, Subject, kinds_from_text, kinds_to_text};
@@ -43,6 +45,23 @@ pub struct AlertRecord {
     pub created_at: i64,
     pub acknowledged_at: Option<i64>,
     pub acknowledged_by: Option<String>,
+    /// What changed, for a `department_change` alert.
+    pub change: Option<AlertChange>,
+}
+
+/// A department change as its alert keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertChange {
+    pub department: Department,
+    pub subject: SubjectId,
+    pub record_kind: RecordKind,
+    /// The changed fields' names, comma-separated.
+    pub fields: String,
+    /// `field=value;…` before and after (see `encode_fields`).
+    pub before: String,
+    pub after: String,
+    pub effective_date: NaiveDate,
+    pub suggested_action: SuggestedAction,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,6 +434,23 @@ impl Store {
         }))
     }
 
+    /// A case's requests with their inquiries, oldest first.
+    pub async fn case_requests(&self, case: &CaseId) -> Result<Vec<RequestView>> {
+        let ids =
+            q("SELECT id FROM requests WHERE case_id = $1 ORDER BY created_at, id".to_owned())
+                .bind(case.as_str().to_owned())
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for row in ids {
+            let id = RequestId::from_trusted(get_str(&row, "id")?);
+            if let Some(r) = self.request(&id).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn case_inquiries(&self, case: &CaseId) -> Result<Vec<InquiryView>> {
         self.inquiries_where("i.case_id = $1", case.as_str()).await
     }
@@ -534,8 +570,9 @@ impl Store {
 
     pub async fn case_alerts(&self, case: &CaseId) -> Result<Vec<AlertRecord>> {
         let rows = q(
-            "SELECT id, kind, inquiry_id, detail, created_at, acknowledged_at, acknowledged_by \
-               FROM case_alerts WHERE case_id = $1 ORDER BY id"
+            "SELECT id, kind, inquiry_id, detail, created_at, acknowledged_at, acknowledged_by, \
+               department, subject_id, record_kind, field, before_value, after_value, \
+               effective_date, suggested_action FROM case_alerts WHERE case_id = $1 ORDER BY id"
                 .to_owned(),
         )
         .bind(case.as_str().to_owned())
@@ -551,6 +588,7 @@ impl Store {
                     created_at: get_i64(r, "created_at")?,
                     acknowledged_at: get_opt_i64(r, "acknowledged_at")?,
                     acknowledged_by: get_opt_str(r, "acknowledged_by")?,
+                    change: alert_change(r)?,
                 })
             })
             .collect()
@@ -563,6 +601,7 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<()> {
+        let mut tx = self.begin().await?;
         let done = q(
             "UPDATE case_alerts SET acknowledged_at = $1, acknowledged_by = $2 \
                WHERE id = $3 AND case_id = $4 AND acknowledged_at IS NULL"
@@ -572,13 +611,22 @@ impl Store {
         .bind(actor.to_owned())
         .bind(alert)
         .bind(case.as_str().to_owned())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "open alert {alert} on case {case}"
             )));
         }
+        self.enqueue_feed_event(
+            &mut tx,
+            case,
+            FeedKind::AlertAcknowledged,
+            &alert.to_string(),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -596,4 +644,24 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn alert_change(r: &AnyRow) -> Result<Option<AlertChange>> {
+    let Some(department) = get_opt_str(r, "department")? else {
+        return Ok(None);
+    };
+    let department = Department::parse(&department)?;
+    let text = |col: &str| -> Result<String> { Ok(get_opt_str(r, col)?.unwrap_or_default()) };
+    let action = text("suggested_action")?;
+    Ok(Some(AlertChange {
+        department,
+        subject: SubjectId::from_trusted(text("subject_id")?),
+        record_kind: RecordKind::parse(department, &text("record_kind")?)?,
+        fields: text("field")?,
+        before: text("before_value")?,
+        after: text("after_value")?,
+        effective_date: parse_date(&text("effective_date")?)?,
+        suggested_action: SuggestedAction::parse(&action)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown suggested action '{action}'")))?,
+    }))
 }

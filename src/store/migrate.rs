@@ -39,6 +39,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_retention.sql"),
         postgres: include_str!("../../migrations/postgres/0004_retention.sql"),
     },
+    Migration {
+        version: 5,
+        name: "departments",
+        sqlite: include_str!("../../migrations/sqlite/0005_departments.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_departments.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -10,6 +10,8 @@ mod answers;
 mod audit;
 mod bench;
 mod cases;
+mod departments;
+mod feed;
 mod institutions;
 mod migrate;
 mod queue;
@@ -23,7 +25,13 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount};
 pub use audit::AuditFilter;
-pub use cases::{AlertRecord, CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord};
+pub use cases::{
+    AlertChange, AlertRecord, CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord,
+};
+pub use departments::{
+    FetchApply, FetchLogEntry, LinkageFileRecord, RaisedChange, StoredDepartmentRecord,
+};
+pub use feed::{ClaimedEvent, FeedCounts};
 pub use institutions::{Institution, InstitutionSettings};
 pub use queue::{
     AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueGauges, QueueStats, QueuedInstitution,
@@ -115,6 +123,8 @@ impl Dialect {
 pub struct StoreConfig {
     pub url: String,
     pub max_connections: u32,
+    /// Write case-file feed events (a webhook receiver is configured).
+    pub feed_events: bool,
 }
 
 impl StoreConfig {
@@ -122,6 +132,7 @@ impl StoreConfig {
         Self {
             url: url.into(),
             max_connections: 8,
+            feed_events: false,
         }
     }
 }
@@ -133,6 +144,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://shokai.db";
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    feed_events: bool,
 }
 
 fn dialect_of(url: &str) -> std::result::Result<Dialect, StoreError> {
@@ -188,7 +200,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, dialect })
+        Ok(Store {
+            pool,
+            dialect,
+            feed_events: config.feed_events,
+        })
     }
 
     pub fn dialect(&self) -> Dialect {

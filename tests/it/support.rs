@@ -275,6 +275,8 @@ pub fn gateway_config(url: &str, pki_dir: &Path) -> shokai::gateway::GatewayConf
         run_engine: true,
         serve_api: true,
         engine: fast_engine(),
+        connectors: Default::default(),
+        feed: None,
     }
 }
 

@@ -1,0 +1,319 @@
+//! The file-linkage transport: the department drops CSV files (UTF-8, a
+//! header line, one record per line) in its folder. Each file is picked up
+//! once: its good rows are loaded into the store, its malformed rows are
+//! reported by line number, and the file moves to `processed/`. A fetch
+//! first picks up new files, then reads the loaded records of each subject.
+//!
+//! Departments write `NAME.csv.part` and rename it to `NAME.csv` when
+//! complete, so a half-written file is never read.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::{Connector, ConnectorError, Fetched, Transport};
+use crate::domain::department::{
+    Department, PersonRecord, RecordKind, SubjectQuery, decode_amounts, decode_fields,
+};
+use crate::domain::kana::KanaName;
+use crate::domain::time::now_millis;
+use crate::store::{Store, StoreError};
+
+pub const HEADER: &str = "record_id,kind,kana_name,birth_date,effective_date,amounts,attributes";
+
+/// The largest file read; a department's monthly extract is far smaller.
+pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Splits one CSV line (RFC 4180 quoting, no line breaks inside fields).
+fn split_line(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if at_start => {
+                quoted = true;
+                at_start = false;
+            }
+            '"' if quoted => {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    field.push('"');
+                } else {
+                    quoted = false;
+                    if !matches!(chars.peek(), None | Some(',')) {
+                        return Err("text after a closing quote".to_owned());
+                    }
+                }
+            }
+            '"' => return Err("a quote inside an unquoted field".to_owned()),
+            ',' if !quoted => {
+                fields.push(std::mem::take(&mut field));
+                at_start = true;
+            }
+            c => {
+                field.push(c);
+                at_start = false;
+            }
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".to_owned());
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+fn parse_row(department: Department, line: &str) -> Result<PersonRecord, String> {
+    let f = split_line(line)?;
+    if f.len() != 7 {
+        return Err(format!("expected 7 fields, found {}", f.len()));
+    }
+    let date = |name: &str, raw: &str| {
+        crate::domain::time::parse_date(name, raw.trim()).map_err(|e| e.message)
+    };
+    let record = PersonRecord {
+        department,
+        kind: RecordKind::parse(department, f[1].trim()).map_err(|e| e.message)?,
+        source_id: f[0].trim().to_owned(),
+        kana_name: KanaName::parse(&f[2]).map_err(|e| format!("kana_name: {}", e.message))?,
+        birth_date: date("birth_date", &f[3])?,
+        effective_date: date("effective_date", &f[4])?,
+        amounts: decode_amounts(&f[5]).map_err(|e| e.message)?,
+        attributes: decode_fields(&f[6]).map_err(|e| e.message)?,
+    };
+    // The same checks as the pull API's records.
+    record.validate().map_err(|e| e.message)
+}
+
+/// Parses a linkage file: the good rows, and `line N: reason` for each bad
+/// one (line numbers count from 1, the header being line 1). A file whose
+/// header is wrong loads nothing.
+pub fn parse_csv(department: Department, text: &str) -> (Vec<PersonRecord>, Vec<String>) {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim_end() == HEADER => {}
+        Some((_, header)) => {
+            return (
+                Vec::new(),
+                vec![format!(
+                    "line 1: the header must be '{HEADER}', found '{}'",
+                    header.trim_end()
+                )],
+            );
+        }
+        None => return (Vec::new(), vec!["line 1: the file is empty".to_owned()]),
+    }
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, line) in lines {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_row(department, line.trim_end_matches('\r')) {
+            Ok(r) if !ids.insert(r.source_id.clone()) => {
+                errors.push(format!(
+                    "line {n}: record id '{}' appears twice",
+                    r.source_id
+                ));
+            }
+            Ok(r) => rows.push(r),
+            Err(why) => errors.push(format!("line {n}: {why}")),
+        }
+    }
+    (rows, errors)
+}
+
+/// What picking up one file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    pub file_name: String,
+    pub loaded: usize,
+    pub errors: Vec<String>,
+}
+
+pub struct FileConnector {
+    department: Department,
+    dir: PathBuf,
+    store: Store,
+    /// One pickup at a time per folder (a fetch and a re-query may race).
+    pickup: tokio::sync::Mutex<()>,
+}
+
+impl FileConnector {
+    pub fn new(department: Department, dir: PathBuf, store: Store) -> Self {
+        Self {
+            department,
+            dir,
+            store,
+            pickup: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Loads every new `*.csv` in the folder, oldest name first, and moves
+    /// each to `processed/`. A file seen before (same content) is only moved.
+    pub async fn pick_up(&self) -> Result<Vec<Import>, ConnectorError> {
+        let _one = self.pickup.lock().await;
+        let io = |e: std::io::Error| ConnectorError::Io(format!("{}: {e}", self.dir.display()));
+        let mut names = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
+        while let Some(e) = entries.next_entry().await.map_err(io)? {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".csv") && e.file_type().await.map_err(io)?.is_file() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        let mut imports = Vec::new();
+        for name in names {
+            let path = self.dir.join(&name);
+            if tokio::fs::metadata(&path).await.map_err(io)?.len() > MAX_FILE_BYTES {
+                imports.push(Import {
+                    file_name: name,
+                    loaded: 0,
+                    errors: vec![format!("larger than {MAX_FILE_BYTES} bytes: not read")],
+                });
+                continue;
+            }
+            let bytes = tokio::fs::read(&path).await.map_err(io)?;
+            let sha = hex::encode(Sha256::digest(&bytes));
+            if !self.store.linkage_file_seen(self.department, &sha).await? {
+                let (rows, errors) = match std::str::from_utf8(&bytes) {
+                    Ok(text) => parse_csv(self.department, text),
+                    Err(e) => (
+                        Vec::new(),
+                        vec![format!(
+                            "the file is not UTF-8 (at byte {})",
+                            e.valid_up_to()
+                        )],
+                    ),
+                };
+                match self
+                    .store
+                    .import_linkage_file(self.department, &name, &sha, &rows, &errors, now_millis())
+                    .await
+                {
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                imports.push(Import {
+                    file_name: name.clone(),
+                    loaded: rows.len(),
+                    errors,
+                });
+            }
+            move_to_processed(&self.dir, &name).await.map_err(io)?;
+        }
+        Ok(imports)
+    }
+}
+
+async fn move_to_processed(dir: &Path, name: &str) -> std::io::Result<()> {
+    let done = dir.join("processed");
+    tokio::fs::create_dir_all(&done).await?;
+    tokio::fs::rename(dir.join(name), done.join(name)).await
+}
+
+impl Connector for FileConnector {
+    fn department(&self) -> Department {
+        self.department
+    }
+
+    fn transport(&self) -> Transport {
+        Transport::File
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        subjects: &'a [SubjectQuery],
+    ) -> BoxFuture<'a, Result<Fetched, ConnectorError>> {
+        Box::pin(async move {
+            let mut fetched = Fetched::default();
+            for import in self.pick_up().await? {
+                for e in import.errors {
+                    fetched.warnings.push(format!("{}: {e}", import.file_name));
+                }
+            }
+            for s in subjects {
+                let mut records = self
+                    .store
+                    .linkage_records_for(self.department, &s.kana_name, s.birth_date, &s.subject)
+                    .await?;
+                fetched.records.append(&mut records);
+            }
+            Ok(fetched)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn good_rows_load_and_bad_rows_are_named_by_line() {
+        let text = format!(
+            "{HEADER}\n\
+             T-1,assessed_income,ヤマダ タロウ,1980-01-01,2026-06-01,annual_income=1800000,fiscal_year=2026\n\
+             T-2,assessed_income,ヤマダ ハナコ,1982-13-01,2026-06-01,annual_income=0,\n\
+             \n\
+             \"T-3\",declared_income,ﾔﾏﾀﾞ ｼﾞﾛｳ,2010-04-01,2026-03-15,annual_income=1,\"income_type=給与\"\n\
+             T-4,residence,ヤマダ タロウ,1980-01-01,2026-06-01,,\n\
+             T-1,assessed_income,ヤマダ タロウ,1980-01-01,2026-06-01,annual_income=1,\n"
+        );
+        let (rows, errors) = parse_csv(Department::Tax, &text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].kana_name.as_str(), "ヤマダ ジロウ");
+        assert_eq!(rows[1].attributes["income_type"], "給与");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("line 3: "), "{errors:?}");
+        assert!(errors[1].starts_with("line 6: "), "{errors:?}");
+        assert!(errors[2].starts_with("line 7: ") && errors[2].contains("twice"));
+    }
+
+    #[test]
+    fn a_wrong_header_loads_nothing() {
+        let (rows, errors) = parse_csv(Department::Tax, "id,kind\nT-1,assessed_income\n");
+        assert!(rows.is_empty());
+        assert!(errors[0].starts_with("line 1: the header"));
+    }
+
+    #[test]
+    fn quoting_follows_rfc_4180() {
+        assert_eq!(
+            split_line("a,\"b,c\",\"d\"\"e\"").unwrap(),
+            vec!["a", "b,c", "d\"e"]
+        );
+        assert!(split_line("a,\"b").is_err());
+        assert!(split_line("a,b\"c").is_err());
+        assert!(split_line("\"a\"b").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_without_panicking(body in "\\PC{0,200}") {
+            let text = format!("{HEADER}\n{body}");
+            let (rows, errors) = parse_csv(Department::Pension, &text);
+            let lines = text.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+            prop_assert_eq!(rows.len() + errors.len(), lines);
+        }
+
+        #[test]
+        fn quoted_fields_round_trip(fields in proptest::collection::vec("[^\\r\\n]{0,12}", 1..6)) {
+            let line = fields
+                .iter()
+                .map(|f| format!("\"{}\"", f.replace('"', "\"\"")))
+                .collect::<Vec<_>>()
+                .join(",");
+            prop_assert_eq!(split_line(&line).unwrap(), fields);
+        }
+    }
+}

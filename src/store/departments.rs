@@ -1,0 +1,455 @@
+//! Department data: each case's last snapshot per department, the fetch
+//! log, file-linkage imports, and change alerts (with their feed events)
+//! written in the transaction that finds them.
+
+use std::collections::HashSet;
+
+use chrono::NaiveDate;
+use sqlx::any::AnyRow;
+
+use super::{
+    Result, Store, StoreError, get_i64, get_opt_str, get_str, parse_date, placeholders, q,
+};
+use crate::domain::department::{
+    Change, Department, DepartmentRecord, FetchStatus, FetchTrigger, PersonRecord, RecordKind,
+    SnapshotRecord, decode_amounts, decode_fields, detect_changes, encode_fields,
+};
+use crate::domain::feed::FeedKind;
+use crate::domain::ids::{CaseId, FetchRunId, SubjectId};
+use crate::domain::kana::KanaName;
+
+/// One connector's result, as the store records it.
+#[derive(Debug, Clone)]
+pub struct FetchApply<'a> {
+    pub case: &'a CaseId,
+    pub run: &'a FetchRunId,
+    pub trigger: FetchTrigger,
+    pub department: Department,
+    pub status: FetchStatus,
+    pub records: &'a [DepartmentRecord],
+    /// Subjects the department failed for: their records stay as they were.
+    pub unanswered: &'a HashSet<SubjectId>,
+    pub error: Option<&'a str>,
+    pub started_at: i64,
+    pub duration_ms: i64,
+}
+
+/// A change alert that was raised (not a repeat of one already raised).
+#[derive(Debug, Clone)]
+pub struct RaisedChange {
+    pub alert_id: i64,
+    pub change: Change,
+}
+
+/// A department record in a case file, with when it was fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDepartmentRecord {
+    pub record: DepartmentRecord,
+    pub fetched_at: i64,
+}
+
+/// One row of the fetch log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchLogEntry {
+    pub run: FetchRunId,
+    pub trigger: FetchTrigger,
+    pub department: Department,
+    pub status: FetchStatus,
+    pub records: i64,
+    pub changes: i64,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub duration_ms: i64,
+}
+
+/// A file picked up by file linkage, with the lines it refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkageFileRecord {
+    pub id: i64,
+    pub department: Department,
+    pub file_name: String,
+    pub sha256: String,
+    pub loaded_rows: i64,
+    /// `line N: reason`, one per refused line.
+    pub errors: Vec<String>,
+    pub imported_at: i64,
+}
+
+fn record_from_row(
+    row: &AnyRow,
+    department: Department,
+    subject: SubjectId,
+) -> Result<DepartmentRecord> {
+    Ok(DepartmentRecord {
+        department,
+        kind: RecordKind::parse(department, &get_str(row, "kind")?)?,
+        subject,
+        source_id: get_str(row, "source_id")?,
+        effective_date: parse_date(&get_str(row, "effective_date")?)?,
+        amounts: decode_amounts(&get_str(row, "amounts")?)?,
+        attributes: decode_fields(&get_str(row, "attributes")?)?,
+    })
+}
+
+impl Store {
+    /// Records one connector's fetch for a case in one transaction: the log
+    /// row; for an answered fetch, the changes against the last snapshot as
+    /// alerts (a repeat of a raised change is skipped by its key), and the
+    /// new snapshot. The first answered fetch of a department is the
+    /// baseline and raises nothing.
+    pub async fn apply_department_fetch(
+        &self,
+        f: &FetchApply<'_>,
+        now: i64,
+    ) -> Result<Vec<RaisedChange>> {
+        let mut tx = self.begin().await?;
+        let case = f.case.as_str().to_owned();
+        let dept = f.department.as_str();
+        let mut raised = Vec::new();
+        if f.status != FetchStatus::Failed {
+            let baseline = q("SELECT 1 AS one FROM department_fetches \
+                 WHERE case_id = $1 AND department = $2 AND status <> 'failed' LIMIT 1"
+                .to_owned())
+            .bind(case.clone())
+            .bind(dept)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            let rows = q(
+                "SELECT source_id, subject_id, kind, effective_date, amounts, attributes, \
+                 fetched_at FROM department_records WHERE case_id = $1 AND department = $2"
+                    .to_owned(),
+            )
+            .bind(case.clone())
+            .bind(dept)
+            .fetch_all(&mut *tx)
+            .await?;
+            let before = rows
+                .iter()
+                .map(|r| {
+                    Ok(SnapshotRecord {
+                        record: record_from_row(
+                            r,
+                            f.department,
+                            SubjectId::from_trusted(get_str(r, "subject_id")?),
+                        )?,
+                        fetched_at: get_i64(r, "fetched_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let changes = if baseline {
+                detect_changes(&before, f.records, f.unanswered)
+            } else {
+                Vec::new()
+            };
+            // The new snapshot: everything but the unanswered subjects' rows
+            // is replaced by what came back.
+            let keep: Vec<String> = f.unanswered.iter().map(|s| s.as_str().to_owned()).collect();
+            let mut delete =
+                "DELETE FROM department_records WHERE case_id = $1 AND department = $2".to_owned();
+            if !keep.is_empty() {
+                delete.push_str(&format!(
+                    " AND subject_id NOT IN ({})",
+                    placeholders(2, keep.len())
+                ));
+            }
+            let mut del = q(delete).bind(case.clone()).bind(dept);
+            for s in keep {
+                del = del.bind(s);
+            }
+            del.execute(&mut *tx).await?;
+            for r in f.records {
+                q(
+                    "INSERT INTO department_records (case_id, department, source_id, subject_id, \
+                     kind, effective_date, amounts, attributes, fetched_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (case_id, department, source_id) DO UPDATE SET \
+                     subject_id = $4, kind = $5, effective_date = $6, amounts = $7, \
+                     attributes = $8, fetched_at = $9"
+                        .to_owned(),
+                )
+                .bind(case.clone())
+                .bind(dept)
+                .bind(r.source_id.clone())
+                .bind(r.subject.as_str().to_owned())
+                .bind(r.kind.as_str())
+                .bind(r.effective_date.to_string())
+                .bind(encode_fields(&r.amounts))
+                .bind(encode_fields(&r.attributes))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for change in changes {
+                let id = q("INSERT INTO case_alerts (case_id, kind, detail, created_at, department, \
+                     subject_id, record_kind, field, before_value, after_value, effective_date, \
+                     suggested_action, dedup_key) \
+                     VALUES ($1, 'department_change', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (case_id, dedup_key) DO NOTHING RETURNING id"
+                    .to_owned())
+                .bind(case.clone())
+                .bind(change.describe())
+                .bind(now)
+                .bind(dept)
+                .bind(change.subject.as_str().to_owned())
+                .bind(change.kind.as_str())
+                .bind(change.field_names())
+                .bind(change.before_text())
+                .bind(change.after_text())
+                .bind(change.effective_date.to_string())
+                .bind(change.suggested_action.code())
+                .bind(change.dedup_key.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = id {
+                    let alert_id = get_i64(&row, "id")?;
+                    self.enqueue_feed_event(
+                        &mut tx,
+                        f.case,
+                        FeedKind::AlertRaised,
+                        &alert_id.to_string(),
+                        now,
+                    )
+                    .await?;
+                    raised.push(RaisedChange { alert_id, change });
+                }
+            }
+        }
+        q(
+            "INSERT INTO department_fetches (case_id, run_id, trigger_kind, department, status, \
+             records, changes, error, started_at, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                .to_owned(),
+        )
+        .bind(case)
+        .bind(f.run.as_str().to_owned())
+        .bind(f.trigger.as_str())
+        .bind(dept)
+        .bind(f.status.as_str())
+        .bind(f.records.len() as i64)
+        .bind(raised.len() as i64)
+        .bind(f.error.map(str::to_owned))
+        .bind(f.started_at)
+        .bind(f.duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(raised)
+    }
+
+    /// Tells the feed that a run over a case's departments finished.
+    pub async fn record_department_run(
+        &self,
+        case: &CaseId,
+        run: &FetchRunId,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.enqueue_feed_event(
+            &mut tx,
+            case,
+            FeedKind::DepartmentInquiryCompleted,
+            run.as_str(),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The records of a case's last snapshot, by department and record id.
+    pub async fn department_records(&self, case: &CaseId) -> Result<Vec<StoredDepartmentRecord>> {
+        let rows = q(
+            "SELECT department, source_id, subject_id, kind, effective_date, amounts, \
+             attributes, fetched_at FROM department_records WHERE case_id = $1 \
+             ORDER BY department, subject_id, kind, source_id"
+                .to_owned(),
+        )
+        .bind(case.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let department = Department::parse(&get_str(r, "department")?)?;
+                Ok(StoredDepartmentRecord {
+                    record: record_from_row(
+                        r,
+                        department,
+                        SubjectId::from_trusted(get_str(r, "subject_id")?),
+                    )?,
+                    fetched_at: get_i64(r, "fetched_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The fetch log of a case, oldest first.
+    pub async fn department_fetches(&self, case: &CaseId) -> Result<Vec<FetchLogEntry>> {
+        let rows = q(
+            "SELECT run_id, trigger_kind, department, status, records, changes, error, \
+             started_at, duration_ms FROM department_fetches WHERE case_id = $1 ORDER BY id"
+                .to_owned(),
+        )
+        .bind(case.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FetchLogEntry {
+                    run: FetchRunId::from_trusted(get_str(r, "run_id")?),
+                    trigger: FetchTrigger::parse(&get_str(r, "trigger_kind")?)?,
+                    department: Department::parse(&get_str(r, "department")?)?,
+                    status: FetchStatus::parse(&get_str(r, "status")?)?,
+                    records: get_i64(r, "records")?,
+                    changes: get_i64(r, "changes")?,
+                    error: get_opt_str(r, "error")?,
+                    started_at: get_i64(r, "started_at")?,
+                    duration_ms: get_i64(r, "duration_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Open cases whose departments were asked at least once: the re-query
+    /// watches them for changes.
+    pub async fn cases_to_requery(&self) -> Result<Vec<CaseId>> {
+        let rows = q(
+            "SELECT c.id FROM cases c WHERE c.closed_at IS NULL AND EXISTS \
+             (SELECT 1 FROM department_fetches f WHERE f.case_id = c.id) ORDER BY c.id"
+                .to_owned(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(CaseId::from_trusted(get_str(r, "id")?)))
+            .collect()
+    }
+
+    /// True when this department's file with this content was picked up.
+    pub async fn linkage_file_seen(&self, department: Department, sha256: &str) -> Result<bool> {
+        Ok(
+            q(
+                "SELECT 1 AS one FROM linkage_files WHERE department = $1 AND sha256 = $2"
+                    .to_owned(),
+            )
+            .bind(department.as_str())
+            .bind(sha256.to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some(),
+        )
+    }
+
+    /// Loads one linkage file's good rows and notes the refused lines, in one
+    /// transaction. A file already loaded (same department and content) is
+    /// refused with `Conflict` and changes nothing.
+    pub async fn import_linkage_file(
+        &self,
+        department: Department,
+        file_name: &str,
+        sha256: &str,
+        rows: &[PersonRecord],
+        errors: &[String],
+        now: i64,
+    ) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let inserted = q(
+            "INSERT INTO linkage_files (department, file_name, sha256, loaded_rows, \
+             errors, imported_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (department, sha256) DO NOTHING RETURNING id"
+                .to_owned(),
+        )
+        .bind(department.as_str())
+        .bind(file_name.to_owned())
+        .bind(sha256.to_owned())
+        .bind(rows.len() as i64)
+        .bind(errors.join("\n"))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = inserted else {
+            return Err(StoreError::Conflict(format!(
+                "{file_name} was already loaded for {}",
+                department.as_str()
+            )));
+        };
+        let file_id = get_i64(&row, "id")?;
+        for r in rows {
+            q(
+                "INSERT INTO linkage_records (department, source_id, kana_name, birth_date, kind, \
+                 effective_date, amounts, attributes, file_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (department, source_id) DO UPDATE SET kana_name = $3, \
+                 birth_date = $4, kind = $5, effective_date = $6, amounts = $7, \
+                 attributes = $8, file_id = $9"
+                    .to_owned(),
+            )
+            .bind(department.as_str())
+            .bind(r.source_id.clone())
+            .bind(r.kana_name.match_key())
+            .bind(r.birth_date.to_string())
+            .bind(r.kind.as_str())
+            .bind(r.effective_date.to_string())
+            .bind(encode_fields(&r.amounts))
+            .bind(encode_fields(&r.attributes))
+            .bind(file_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(file_id)
+    }
+
+    /// The loaded linkage records about one person.
+    pub async fn linkage_records_for(
+        &self,
+        department: Department,
+        kana_name: &KanaName,
+        birth_date: NaiveDate,
+        subject: &SubjectId,
+    ) -> Result<Vec<DepartmentRecord>> {
+        let rows = q(
+            "SELECT source_id, kind, effective_date, amounts, attributes \
+             FROM linkage_records WHERE department = $1 AND kana_name = $2 AND birth_date = $3 \
+             ORDER BY source_id"
+                .to_owned(),
+        )
+        .bind(department.as_str())
+        .bind(kana_name.match_key())
+        .bind(birth_date.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| record_from_row(r, department, subject.clone()))
+            .collect()
+    }
+
+    /// Every linkage file picked up, newest first.
+    pub async fn linkage_files(&self) -> Result<Vec<LinkageFileRecord>> {
+        let rows = q(
+            "SELECT id, department, file_name, sha256, loaded_rows, errors, imported_at \
+             FROM linkage_files ORDER BY id DESC"
+                .to_owned(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let errors = get_str(r, "errors")?;
+                Ok(LinkageFileRecord {
+                    id: get_i64(r, "id")?,
+                    department: Department::parse(&get_str(r, "department")?)?,
+                    file_name: get_str(r, "file_name")?,
+                    sha256: get_str(r, "sha256")?,
+                    loaded_rows: get_i64(r, "loaded_rows")?,
+                    errors: errors
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    imported_at: get_i64(r, "imported_at")?,
+                })
+            })
+            .collect()
+    }
+}
