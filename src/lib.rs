@@ -14,6 +14,7 @@ pub mod http;
 pub mod iso20022;
 pub mod metrics;
 pub mod mockbank;
+pub mod mockdept;
 pub mod pki;
 pub mod store;
 pub mod tls;

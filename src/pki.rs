@@ -37,6 +37,10 @@ impl PkiLayout {
     pub fn gateway_client(&self) -> (PathBuf, PathBuf) {
         self.pair("gateway-client")
     }
+    /// The mock departments' HTTPS server.
+    pub fn departments_server(&self) -> (PathBuf, PathBuf) {
+        self.pair("departments-server")
+    }
     pub fn bank_server(&self, code: &str) -> (PathBuf, PathBuf) {
         self.pair(&format!("bank-{code}-server"))
     }
@@ -235,6 +239,7 @@ pub fn init_with_ca(dir: &Path, bank_codes: &[String]) -> Result<(PkiLayout, Ca)
     };
     issue(layout.gateway_server(), "shokai gateway", true)?;
     issue(layout.gateway_client(), "shokai gateway client", false)?;
+    issue(layout.departments_server(), "mock departments", true)?;
     for code in bank_codes {
         issue(layout.bank_server(code), &format!("bank {code}"), true)?;
         issue(

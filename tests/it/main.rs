@@ -9,6 +9,7 @@ mod audit;
 mod bench;
 mod chaos;
 mod conformance;
+mod departments;
 mod deploy;
 mod e2e;
 mod hostile;

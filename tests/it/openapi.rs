@@ -17,6 +17,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/cases"),
     ("get", "/api/v1/cases/{id}"),
     ("get", "/api/v1/cases/{id}/file"),
+    ("post", "/api/v1/cases/{id}/department-inquiry"),
+    ("get", "/api/v1/admin/linkage-files"),
     ("put", "/api/v1/cases/{id}/decision"),
     ("post", "/api/v1/cases/{id}/close"),
     ("post", "/api/v1/cases/{id}/alerts/{alert}/acknowledge"),
