@@ -13,10 +13,13 @@ use tokio::process::{Child, Command};
 
 use crate::admin;
 use crate::casework::{Role, today};
+use crate::connectors::{ConnectorSpec, ConnectorsConfig, Source};
+use crate::domain::department::Department;
 use crate::domain::ids::RequestId;
 use crate::domain::state::InquiryState;
 use crate::domain::zengin::InstitutionCode;
 use crate::gateway::{Gateway, GatewayConfig, TlsFiles};
+use crate::mockdept::{Change, MockDepartments, Person};
 use crate::pki;
 use crate::store::StoreConfig;
 
@@ -32,6 +35,8 @@ pub struct DemoConfig {
 
 const DEMO_BANKS: &[&str] = &["0001", "0005", "0009"];
 const OFFICE: &str = "131016";
+/// Departments the demo reads by CSV file linkage; the rest over the pull API.
+const FILE_DEPARTMENTS: [Department; 2] = [Department::Tax, Department::Pension];
 
 const FAMILY: &[(&str, &str)] = &[
     ("ヤマダ", "山田"),
@@ -126,6 +131,29 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         }
     };
     println!("demo: database {}", redact(&database_url));
+    let departments = MockDepartments::start(&pki_dir, "127.0.0.1:0".parse()?).await?;
+    let linkage = config.work_dir.join("linkage");
+    let _ = std::fs::remove_dir_all(&linkage);
+    let connectors = ConnectorsConfig {
+        specs: Department::ALL
+            .into_iter()
+            .map(|d| ConnectorSpec {
+                department: d,
+                source: if FILE_DEPARTMENTS.contains(&d) {
+                    Source::Files(linkage.join(d.as_str()))
+                } else {
+                    Source::Pull(departments.url(d))
+                },
+            })
+            .collect(),
+        ca: Some(pki::PkiLayout::new(&pki_dir).ca_cert()),
+        ..Default::default()
+    };
+    println!(
+        "demo: mock departments at https://{} (file linkage for {})",
+        departments.addr,
+        FILE_DEPARTMENTS.map(|d| d.as_str()).join(" and ")
+    );
     let gateway = Gateway::start(GatewayConfig {
         database: StoreConfig::new(database_url),
         staff_listen: config.staff_listen,
@@ -135,7 +163,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         run_engine: true,
         serve_api: true,
         engine: crate::delivery::EngineTuning::default(),
-        connectors: Default::default(),
+        connectors,
         feed: None,
     })
     .await?;
@@ -166,6 +194,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     let base = gateway.api_url();
     let due = today() + chrono::Days::new(14);
     let mut request_ids = Vec::new();
+    let mut case_ids = Vec::new();
+    let mut people = Vec::new();
     let mut filed = 0usize;
     let mut case_no = 0;
     while filed < config.subjects {
@@ -176,12 +206,33 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
                 let i = filed + k;
                 let (fk, fj) = FAMILY[case_no % FAMILY.len()];
                 let (gk, gj) = GIVEN[(i * 7) % GIVEN.len()];
+                // The third member of a household is a child.
+                let year = if k == 2 {
+                    2012 + i % 10
+                } else {
+                    1950 + (i * 13) % 55
+                };
+                let birth = format!("{year}-{:02}-{:02}", 1 + i % 12, 1 + (i * 5) % 28);
+                let address = format!(
+                    "東京都新宿区新宿{}丁目{}番",
+                    1 + (filed % 6),
+                    1 + (filed % 20)
+                );
+                people.push(Person {
+                    kana_name: format!("{fk} {gk}"),
+                    kanji_name: Some(format!("{fj} {gj}")),
+                    birth_date: chrono::NaiveDate::parse_from_str(&birth, "%Y-%m-%d")
+                        .expect("valid demo date"),
+                    household: format!("DEMO-{case_no:04}"),
+                    relationship: ["世帯主", "世帯員", "子"][k].to_owned(),
+                    address: Some(address.clone()),
+                });
                 json!({
                     "kana_name": format!("{fk} {gk}"),
                     "kanji_name": format!("{fj} {gj}"),
-                    "birth_date": format!("{}-{:02}-{:02}", 1950 + (i * 13) % 55, 1 + i % 12, 1 + (i * 5) % 28),
+                    "birth_date": birth,
                     "postal_code": "160-0022",
-                    "address": format!("東京都新宿区新宿{}丁目{}番", 1 + i % 6, 1 + i % 20),
+                    "address": address,
                 })
             })
             .collect();
@@ -195,6 +246,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             None,
         )
         .await?;
+        case_ids.push(case["id"].as_str().unwrap_or_default().to_owned());
         let with_tx = case_no % 4 == 0;
         let mut kinds = vec!["existence", "balance"];
         let mut body = json!({
@@ -225,6 +277,17 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         request_ids.len()
     );
 
+    let departments_line = ask_departments(
+        &departments,
+        &gateway,
+        &http,
+        &token,
+        &case_ids,
+        &people,
+        &linkage,
+    )
+    .await?;
+
     let started = Instant::now();
     let summary = loop {
         let mut counts = std::collections::HashMap::<InquiryState, usize>::new();
@@ -253,7 +316,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         );
         if done >= total {
             break format!(
-                "demo: {total} inquiries, {} answered, {} not found, {} failed",
+                "demo: {total} inquiries, {} answered, {} not found, {} failed; {departments_line}",
                 get(InquiryState::Answered),
                 get(InquiryState::NotFound),
                 get(InquiryState::Failed)
@@ -281,8 +344,89 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     }
     let _ = child.kill().await;
     let _ = child.wait().await;
+    departments.stop().await;
     gateway.stop().await;
     Ok(())
+}
+
+/// The departments' part of the demo: a comprehensive inquiry (総合照会)
+/// for every case through the staff API, then a tax reassessment in the
+/// mock tax office that the next re-query turns into an alert.
+async fn ask_departments(
+    departments: &MockDepartments,
+    gateway: &Gateway,
+    http: &reqwest::Client,
+    token: &str,
+    case_ids: &[String],
+    people: &[Person],
+    linkage: &Path,
+) -> anyhow::Result<String> {
+    departments.register(people)?;
+    for d in FILE_DEPARTMENTS {
+        departments.export_csv(d, &linkage.join(d.as_str()))?;
+    }
+    let base = gateway.api_url();
+    let mut records = 0;
+    let mut durations = Vec::new();
+    for id in case_ids {
+        let run = api(
+            http,
+            reqwest::Method::POST,
+            format!("{base}/cases/{id}/department-inquiry"),
+            token,
+            None,
+            None,
+        )
+        .await?;
+        if run["partial"] != json!(false) {
+            anyhow::bail!("a department inquiry was partial: {run}");
+        }
+        records += run["connectors"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["records"].as_u64()).sum::<u64>())
+            .unwrap_or(0);
+        durations.push(run["duration_ms"].as_u64().unwrap_or(0));
+    }
+    durations.sort_unstable();
+    let median = durations.get(durations.len() / 2).copied().unwrap_or(0);
+    println!(
+        "demo: comprehensive inquiry (総合照会) for {} cases over {} departments: {records} records, median {median} ms per case",
+        case_ids.len(),
+        Department::ALL.len()
+    );
+    let Some(head) = people.first() else {
+        return Ok("no departments asked".to_owned());
+    };
+    departments.change(Change {
+        kana_name: head.kana_name.clone(),
+        birth_date: head.birth_date,
+        kind: "assessed_income".to_owned(),
+        effective_date: today(),
+        amounts: [("annual_income".to_owned(), 3_600_000)].into(),
+        attributes: Default::default(),
+        remove: false,
+    })?;
+    // The tax office's next nightly file carries the new assessment.
+    departments.export_csv(Department::Tax, &linkage.join(Department::Tax.as_str()))?;
+    println!("demo: the tax office reassesses one person's income; re-querying open cases");
+    let summary = crate::casework::requery_open_cases(&gateway.store, &gateway.connectors).await?;
+    let case = crate::domain::ids::CaseId::parse(&case_ids[0])?;
+    for alert in gateway.store.case_alerts(&case).await? {
+        if let Some(change) = &alert.change {
+            println!(
+                "demo: alert on case {}: {} ({})",
+                case,
+                alert.detail,
+                change.suggested_action.text_ja()
+            );
+        }
+    }
+    Ok(format!(
+        "departments asked for {} cases ({records} records, median {median} ms), {} change alert{} raised",
+        case_ids.len(),
+        summary.alerts,
+        if summary.alerts == 1 { "" } else { "s" }
+    ))
 }
 
 /// Keeps passwords in database URLs out of the terminal.

@@ -162,6 +162,23 @@ enum Command {
     },
     /// Run mock banks (for the demo, tests and bank engineers).
     MockBanks(mockbank::Args),
+    /// Run the mock department systems: the seven pull APIs over HTTPS and
+    /// CSV exports, with /control/{people,change,fault,export} to steer them.
+    MockDepartments {
+        /// Directory written by `shokai certs init` (its departments-server
+        /// certificate and CA).
+        #[arg(long, default_value = "pki")]
+        pki_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: SocketAddr,
+        /// Export a department as CSV into a folder, as NAME=DIR; repeatable.
+        #[arg(long = "file")]
+        files: Vec<String>,
+        /// A JSON file with the residents: [{"kana_name", "birth_date",
+        /// "household", "relationship", "kanji_name", "address"}, …].
+        #[arg(long)]
+        people: Option<PathBuf>,
+    },
 }
 
 /// Delivery engine settings for `serve`.
@@ -615,6 +632,41 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit { command } => audit_command(&Store::open(&db).await?, command).await?,
         Command::Admin { command } => admin_command(&Store::open(&db).await?, command).await?,
         Command::MockBanks(args) => mockbank::run(args.into_config()?).await?,
+        Command::MockDepartments {
+            pki_dir,
+            listen,
+            files,
+            people,
+        } => {
+            use shokai::domain::department::Department;
+            let departments = shokai::mockdept::MockDepartments::start(&pki_dir, listen).await?;
+            if let Some(path) = people {
+                let text = std::fs::read_to_string(&path)?;
+                departments.register(&serde_json::from_str::<Vec<shokai::mockdept::Person>>(
+                    &text,
+                )?)?;
+            }
+            let exports = files
+                .iter()
+                .map(|f| {
+                    let (name, dir) = f
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--file must be NAME=DIR, got '{f}'"))?;
+                    Ok((Department::parse(name)?, PathBuf::from(dir)))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for (d, dir) in &exports {
+                let path = departments.export_csv(*d, dir)?;
+                println!("mock-department {} file {}", d.as_str(), path.display());
+            }
+            departments.set_exports(exports);
+            for d in Department::ALL {
+                println!("mock-department {} {}", d.as_str(), departments.url(d));
+            }
+            println!("mock-departments ready");
+            tokio::signal::ctrl_c().await?;
+            departments.stop().await;
+        }
     }
     Ok(())
 }

@@ -79,6 +79,8 @@ struct State {
     faults: HashMap<Department, Fault>,
     /// Requests served per department, for tests.
     served: HashMap<Department, u64>,
+    /// Where `POST /control/export` writes each file-linkage department.
+    exports: Vec<(Department, PathBuf)>,
 }
 
 fn person_key(kana: &str, birth: NaiveDate) -> Option<String> {
@@ -393,6 +395,7 @@ impl MockDepartments {
                 .route("/control/people", web::post().to(control_people))
                 .route("/control/change", web::post().to(control_change))
                 .route("/control/fault", web::post().to(control_fault))
+                .route("/control/export", web::post().to(control_export))
         })
         .workers(1)
         .disable_signals()
@@ -448,57 +451,65 @@ impl MockDepartments {
             .unwrap_or(&0)
     }
 
+    /// Sets the folders `POST /control/export` writes to.
+    pub fn set_exports(&self, exports: Vec<(Department, PathBuf)>) {
+        self.state.lock().expect("state lock").exports = exports;
+    }
+
     /// Writes the department's records about everyone registered as one
     /// linkage CSV in `dir` (written aside, then renamed), as the
     /// department's nightly export would.
     pub fn export_csv(&self, department: Department, dir: &Path) -> anyhow::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let text = {
-            let state = self.state.lock().expect("state lock");
-            let today = jst_date(now_millis());
-            let mut text = format!("{HEADER}\n");
-            for (key, p) in &state.people {
-                for r in state.records(key, department, today) {
-                    let fields = [
-                        r.record_id,
-                        r.kind,
-                        p.kana_name.clone(),
-                        p.birth_date.to_string(),
-                        r.effective_date.to_string(),
-                        encode_fields(&r.amounts),
-                        encode_fields(&r.attributes),
-                    ];
-                    let line: Vec<String> = fields
-                        .iter()
-                        .map(|f| {
-                            if f.contains([',', '"']) {
-                                format!("\"{}\"", f.replace('"', "\"\""))
-                            } else {
-                                f.clone()
-                            }
-                        })
-                        .collect();
-                    text.push_str(&line.join(","));
-                    text.push('\n');
-                }
-            }
-            text
-        };
-        let name = format!(
-            "{}-{}.csv",
-            department.as_str(),
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
-        );
-        let part = dir.join(format!("{name}.part"));
-        std::fs::write(&part, text)?;
-        let path = dir.join(name);
-        std::fs::rename(&part, &path)?;
-        Ok(path)
+        export_csv(&self.state.lock().expect("state lock"), department, dir)
     }
 
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
+}
+
+fn export_csv(state: &State, department: Department, dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let text = {
+        let today = jst_date(now_millis());
+        let mut text = format!("{HEADER}\n");
+        for (key, p) in &state.people {
+            for r in state.records(key, department, today) {
+                let fields = [
+                    r.record_id,
+                    r.kind,
+                    p.kana_name.clone(),
+                    p.birth_date.to_string(),
+                    r.effective_date.to_string(),
+                    encode_fields(&r.amounts),
+                    encode_fields(&r.attributes),
+                ];
+                let line: Vec<String> = fields
+                    .iter()
+                    .map(|f| {
+                        if f.contains([',', '"']) {
+                            format!("\"{}\"", f.replace('"', "\"\""))
+                        } else {
+                            f.clone()
+                        }
+                    })
+                    .collect();
+                text.push_str(&line.join(","));
+                text.push('\n');
+            }
+        }
+        text
+    };
+    let name = format!(
+        "{}-{}.csv",
+        department.as_str(),
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+    );
+    let part = dir.join(format!("{name}.part"));
+    std::fs::write(&part, text)?;
+    let path = dir.join(name);
+    std::fs::rename(&part, &path)?;
+    Ok(path)
 }
 
 type Shared = web::Data<Arc<Mutex<State>>>;
@@ -575,6 +586,20 @@ async fn control_fault(state: Shared, body: web::Json<Fault>) -> HttpResponse {
             .expect("state lock")
             .set_fault(body.into_inner()),
     )
+}
+
+/// Writes a fresh CSV for every file-linkage department, as a nightly run.
+async fn control_export(state: Shared) -> HttpResponse {
+    let s = state.lock().expect("state lock");
+    let written: anyhow::Result<Vec<String>> = s
+        .exports
+        .iter()
+        .map(|(d, dir)| Ok(export_csv(&s, *d, dir)?.display().to_string()))
+        .collect();
+    match written {
+        Ok(paths) => HttpResponse::Ok().body(paths.join("\n")),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
 }
 
 #[cfg(test)]

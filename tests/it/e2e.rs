@@ -415,7 +415,9 @@ async fn demo_runs_to_its_summary_line() {
     );
     let last = stdout.lines().last().unwrap();
     assert!(
-        last.starts_with("demo: 102 inquiries, ") && last.ends_with(", 0 failed"),
+        last.starts_with("demo: 102 inquiries, ")
+            && last.contains(", 0 failed; departments asked for ")
+            && last.ends_with(", 1 change alert raised"),
         "{last}"
     );
 }
