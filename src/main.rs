@@ -392,6 +392,14 @@ enum AdminCommand {
     },
     /// Cancel an inquiry that has no answer yet.
     CancelInquiry { id: String },
+    /// Send the case-file feed's dead events again (the receiver is fixed).
+    RetryFeed,
+    /// Re-query the departments of every open case now and raise alerts for
+    /// changes (what `serve` does every --requery-secs).
+    Requery {
+        #[command(flatten)]
+        departments: DepartmentArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -471,11 +479,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.json_logs);
     shokai::tls::install_crypto_provider();
-    let db = StoreConfig::new(
+    let mut db = StoreConfig::new(
         cli.database_url
             .clone()
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
     );
+    // Commands that change case files (admin requery) tell the feed as
+    // `serve` would, when the same environment configures one.
+    db.feed_events = std::env::var("SHOKAI_FEED_URL").is_ok_and(|u| !u.is_empty());
     match cli.command {
         Command::Serve {
             staff_listen,
@@ -791,6 +802,19 @@ async fn admin_command(store: &Store, command: AdminCommand) -> anyhow::Result<(
                 )
                 .await?;
             println!("cancelled {n} inquiry");
+        }
+        AdminCommand::RetryFeed => {
+            let n = store.retry_dead_feed_events(now_millis()).await?;
+            println!("{n} feed events will be sent again");
+        }
+        AdminCommand::Requery { departments } => {
+            let connectors =
+                shokai::connectors::Connectors::build(&departments.into_config()?, store)?;
+            let s = shokai::casework::requery_open_cases(store, &connectors).await?;
+            println!(
+                "re-queried {} cases: {} change alerts, {} incomplete fetches, {} errors",
+                s.cases, s.alerts, s.incomplete, s.errors
+            );
         }
     }
     Ok(())

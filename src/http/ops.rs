@@ -98,6 +98,23 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: queue gauges unavailable"),
     }
+    match state.store.feed_counts().await {
+        Ok(c) => {
+            for (st, n) in [
+                ("pending", c.pending),
+                ("delivered", c.delivered),
+                ("dead", c.dead),
+            ] {
+                gauges.push(Gauge {
+                    name: "shokai_feed_events",
+                    help: "Case-file feed events by delivery state.",
+                    labels: vec![("state", st.to_owned())],
+                    value: n as f64,
+                });
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: feed counts unavailable"),
+    }
     for (name, expires) in state.certificates.read().expect("certificates lock").iter() {
         gauges.push(Gauge {
             name: "shokai_certificate_expiry_seconds",

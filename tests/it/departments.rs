@@ -696,6 +696,23 @@ async fn feed_with_retries(url: String) {
         assert_eq!(raised["case_id"], case);
         assert_eq!(raised["ref"], alert.to_string());
     }
+    let metrics = env
+        .http
+        .get(format!(
+            "http://{}/metrics",
+            env.gateway.staff_addr.unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shokai_feed_events{state=\"delivered\"} 4")
+            && metrics.contains("shokai_feed_events{state=\"dead\"} 0"),
+        "{metrics}"
+    );
     handle.stop(false).await;
     env.departments.stop().await;
     env.gateway.stop().await;
