@@ -73,6 +73,9 @@ pub struct FeedSettings {
     pub ca: Option<PathBuf>,
 }
 
+/// The task lease under which one engine process re-queries departments.
+const REQUERY_TASK: &str = "department-requery";
+
 pub struct Gateway {
     pub store: Store,
     /// None when this process does not serve the APIs.
@@ -194,11 +197,27 @@ impl Gateway {
         let requery = match (config.run_engine, config.connectors.requery_every) {
             (true, Some(every)) if !connectors.is_empty() => {
                 let (store, connectors) = (store.clone(), connectors.clone());
+                // Several engine processes may run; one of them holds the
+                // lease and re-queries, the others stand by.
+                let holder = crate::domain::ids::ClaimToken::generate().to_string();
+                let lease_ms = every.as_millis() as i64 + 60_000;
                 Some(tokio::spawn(async move {
                     let mut tick = tokio::time::interval(every);
                     tick.tick().await;
                     loop {
                         tick.tick().await;
+                        let now = crate::domain::time::now_millis();
+                        match store
+                            .take_task_lease(REQUERY_TASK, &holder, lease_ms, now)
+                            .await
+                        {
+                            Ok(true) => {}
+                            Ok(false) => continue,
+                            Err(e) => {
+                                tracing::error!(error = %e, "re-query lease unavailable");
+                                continue;
+                            }
+                        }
                         match crate::casework::requery_open_cases(&store, &connectors).await {
                             Ok(s) => tracing::info!(
                                 cases = s.cases,

@@ -17,6 +17,15 @@ CREATE TABLE department_records (
     PRIMARY KEY (case_id, department, source_id)
 );
 
+-- The subjects each department has answered for at least once: what it
+-- first says about a subject is the baseline, not a change.
+CREATE TABLE department_baselines (
+    case_id    TEXT NOT NULL REFERENCES cases (id),
+    department TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    PRIMARY KEY (case_id, department, subject_id)
+);
+
 -- One row per connector per fetch: complete, partial or failed, and why.
 CREATE TABLE department_fetches (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,3 +104,11 @@ CREATE TABLE feed_events (
     delivered_at    BIGINT
 );
 CREATE INDEX feed_events_due ON feed_events (state, next_attempt_at);
+
+-- Periodic tasks that one process of many should run (the re-query): the
+-- holder keeps the row while its lease lasts.
+CREATE TABLE task_leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
+);

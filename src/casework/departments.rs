@@ -151,6 +151,7 @@ async fn run(
     let clock = Instant::now();
     let run = FetchRunId::generate();
     let subjects = subject_queries(case);
+    let asked: Vec<_> = subjects.iter().map(|s| s.subject.clone()).collect();
     let outcomes = connectors.fetch_all(&subjects).await;
     let mut raised = Vec::new();
     for o in &outcomes {
@@ -165,6 +166,7 @@ async fn run(
                     department: o.department,
                     status: o.status,
                     records: &o.records,
+                    asked: &asked,
                     unanswered: &unanswered,
                     error: error.as_deref(),
                     started_at: o.started_at,
@@ -198,6 +200,16 @@ async fn run(
         raised,
         duration,
     })
+}
+
+/// The linkage files picked up, for admins (their refused lines name fields
+/// and line numbers, not people).
+pub async fn linkage_files(
+    store: &Store,
+    actor: &Actor,
+) -> Result<Vec<crate::store::LinkageFileRecord>, CaseworkError> {
+    super::require_admin(actor)?;
+    Ok(store.linkage_files().await?)
 }
 
 /// One thing that happened to a case, for the timeline.

@@ -5,7 +5,7 @@ mod departments;
 
 pub use departments::{
     DepartmentRun, FullCaseFile, RequerySummary, TimelineEntry, department_inquiry, full_case_file,
-    requery_open_cases,
+    linkage_files, requery_open_cases,
 };
 
 use chrono::NaiveDate;

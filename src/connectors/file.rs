@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -19,7 +20,7 @@ use crate::domain::department::{
 };
 use crate::domain::kana::KanaName;
 use crate::domain::time::now_millis;
-use crate::store::{Store, StoreError};
+use crate::store::{LinkageImport, Store, StoreError};
 
 pub const HEADER: &str = "record_id,kind,kana_name,birth_date,effective_date,amounts,attributes";
 
@@ -73,14 +74,18 @@ fn parse_row(department: Department, line: &str) -> Result<PersonRecord, String>
     if f.len() != 7 {
         return Err(format!("expected 7 fields, found {}", f.len()));
     }
+    // Reasons name the field, never its value: they reach logs and people
+    // who may not see this person's data.
     let date = |name: &str, raw: &str| {
-        crate::domain::time::parse_date(name, raw.trim()).map_err(|e| e.message)
+        crate::domain::time::parse_date(name, raw.trim())
+            .map_err(|_| format!("{name} is not a date in the form YYYY-MM-DD"))
     };
     let record = PersonRecord {
         department,
         kind: RecordKind::parse(department, f[1].trim()).map_err(|e| e.message)?,
         source_id: f[0].trim().to_owned(),
-        kana_name: KanaName::parse(&f[2]).map_err(|e| format!("kana_name: {}", e.message))?,
+        kana_name: KanaName::parse(&f[2])
+            .map_err(|_| "kana_name is not a name in kana".to_owned())?,
         birth_date: date("birth_date", &f[3])?,
         effective_date: date("effective_date", &f[4])?,
         amounts: decode_amounts(&f[5]).map_err(|e| e.message)?,
@@ -141,26 +146,52 @@ pub struct Import {
 
 pub struct FileConnector {
     department: Department,
+    inner: Arc<Pickup>,
+}
+
+/// The folder's pickup, shared with the task that runs it.
+struct Pickup {
+    department: Department,
     dir: PathBuf,
     store: Store,
-    /// One pickup at a time per folder (a fetch and a re-query may race).
-    pickup: tokio::sync::Mutex<()>,
+    /// One pickup at a time per folder in this process; across processes the
+    /// store loads a content once and a file another process moved is skipped.
+    running: tokio::sync::Mutex<()>,
+}
+
+/// Whether a file replaces the department's records (a full extract, the
+/// default) or only adds and updates some (`*.delta.csv`).
+pub fn is_delta(file_name: &str) -> bool {
+    file_name.ends_with(".delta.csv")
 }
 
 impl FileConnector {
     pub fn new(department: Department, dir: PathBuf, store: Store) -> Self {
         Self {
             department,
-            dir,
-            store,
-            pickup: tokio::sync::Mutex::new(()),
+            inner: Arc::new(Pickup {
+                department,
+                dir,
+                store,
+                running: tokio::sync::Mutex::new(()),
+            }),
         }
     }
 
     /// Loads every new `*.csv` in the folder, oldest name first, and moves
-    /// each to `processed/`. A file seen before (same content) is only moved.
+    /// each to `processed/`. It runs as a task of its own, so a fetch that
+    /// times out does not abandon an import half way: the next fetch sees it.
     pub async fn pick_up(&self) -> Result<Vec<Import>, ConnectorError> {
-        let _one = self.pickup.lock().await;
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.run().await })
+            .await
+            .map_err(|e| ConnectorError::Io(format!("linkage pickup stopped: {e}")))?
+    }
+}
+
+impl Pickup {
+    async fn run(&self) -> Result<Vec<Import>, ConnectorError> {
+        let _one = self.running.lock().await;
         let io = |e: std::io::Error| ConnectorError::Io(format!("{}: {e}", self.dir.display()));
         let mut names = Vec::new();
         let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(io)?;
@@ -174,19 +205,30 @@ impl FileConnector {
         let mut imports = Vec::new();
         for name in names {
             let path = self.dir.join(&name);
-            if tokio::fs::metadata(&path).await.map_err(io)?.len() > MAX_FILE_BYTES {
-                imports.push(Import {
-                    file_name: name,
-                    loaded: 0,
-                    errors: vec![format!("larger than {MAX_FILE_BYTES} bytes: not read")],
-                });
-                continue;
-            }
-            let bytes = tokio::fs::read(&path).await.map_err(io)?;
-            let sha = hex::encode(Sha256::digest(&bytes));
-            if !self.store.linkage_file_seen(self.department, &sha).await? {
-                let (rows, errors) = match std::str::from_utf8(&bytes) {
-                    Ok(text) => parse_csv(self.department, text),
+            let bytes = match tokio::fs::metadata(&path).await {
+                Ok(m) if m.len() > MAX_FILE_BYTES => {
+                    imports.push(Import {
+                        file_name: name,
+                        loaded: 0,
+                        errors: vec![format!("larger than {MAX_FILE_BYTES} bytes: not read")],
+                    });
+                    continue;
+                }
+                Ok(_) => match tokio::fs::read(&path).await {
+                    Ok(b) => b,
+                    // Another process picked it up meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(e)),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(e)),
+            };
+            let department = self.department;
+            // Hashing and parsing a large file is CPU work: off the runtime.
+            let (sha, parsed) = tokio::task::spawn_blocking(move || {
+                let sha = hex::encode(Sha256::digest(&bytes));
+                let parsed = match std::str::from_utf8(&bytes) {
+                    Ok(text) => parse_csv(department, text),
                     Err(e) => (
                         Vec::new(),
                         vec![format!(
@@ -195,11 +237,21 @@ impl FileConnector {
                         )],
                     ),
                 };
-                match self
-                    .store
-                    .import_linkage_file(self.department, &name, &sha, &rows, &errors, now_millis())
-                    .await
-                {
+                (sha, parsed)
+            })
+            .await
+            .map_err(|e| ConnectorError::Io(format!("parsing {name}: {e}")))?;
+            if !self.store.linkage_file_seen(department, &sha).await? {
+                let (rows, errors) = parsed;
+                let import = LinkageImport {
+                    department,
+                    file_name: &name,
+                    sha256: &sha,
+                    rows: &rows,
+                    errors: &errors,
+                    replace: !is_delta(&name),
+                };
+                match self.store.import_linkage_file(&import, now_millis()).await {
                     Ok(_) | Err(StoreError::Conflict(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -209,7 +261,11 @@ impl FileConnector {
                     errors,
                 });
             }
-            move_to_processed(&self.dir, &name).await.map_err(io)?;
+            match move_to_processed(&self.dir, &name).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
         }
         Ok(imports)
     }
@@ -243,6 +299,7 @@ impl Connector for FileConnector {
             }
             for s in subjects {
                 let mut records = self
+                    .inner
                     .store
                     .linkage_records_for(self.department, &s.kana_name, s.birth_date, &s.subject)
                     .await?;

@@ -166,8 +166,13 @@ impl ConnectorSpec {
                 return Err(bad(format!("{name}: file: needs a folder")));
             }
             Source::Files(PathBuf::from(dir))
-        } else if source.starts_with("https://") || source.starts_with("http://") {
+        } else if source.starts_with("https://") || is_loopback_http(source) {
             Source::Pull(source.trim_end_matches('/').to_owned())
+        } else if source.starts_with("http://") {
+            return Err(bad(format!(
+                "{name}: plain http would send names and birth dates in clear; use https \
+                 (http is allowed on loopback only)"
+            )));
         } else {
             return Err(bad(format!(
                 "{name}: '{source}' is neither an http(s) URL nor file:/folder"
@@ -175,6 +180,22 @@ impl ConnectorSpec {
         };
         Ok(ConnectorSpec { department, source })
     }
+}
+
+/// `http://` to this machine (a local proxy or a test double).
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The operator's connector settings.
@@ -362,6 +383,10 @@ mod tests {
             ConnectorSpec::parse("tax=ftp://x").unwrap_err().code,
             "invalid_connector"
         );
+        assert!(ConnectorSpec::parse("tax=http://tax.city.local/api").is_err());
+        assert!(ConnectorSpec::parse("tax=http://127.0.0.1:8080/api").is_ok());
+        assert!(ConnectorSpec::parse("tax=http://[::1]:8080").is_ok());
+        assert!(ConnectorSpec::parse("tax=http://localhost.evil.example/").is_err());
         assert!(ConnectorSpec::parse("tax").is_err());
         assert!(ConnectorSpec::parse("tax=file:").is_err());
     }

@@ -141,8 +141,15 @@ impl PullConnector {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let parsed: SearchResponse = serde_json::from_slice(&bytes)
-            .map_err(|e| ConnectorError::BadResponse(e.to_string()))?;
+        // serde's message can quote the department's data: only the place.
+        let parsed: SearchResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            ConnectorError::BadResponse(format!(
+                "not a search response ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
         Ok(normalise(self.department, subjects, parsed))
     }
 }

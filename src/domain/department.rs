@@ -383,8 +383,9 @@ fn check_key(key: &str) -> Result<(), DomainError> {
     if ok {
         Ok(())
     } else {
+        // The name is not echoed: in a garbled file it may be anything.
         Err(invalid(format!(
-            "field name '{key}' must be 1 to {MAX_KEY} characters of a-z, 0-9 and _"
+            "a field name must be 1 to {MAX_KEY} characters of a-z, 0-9 and _"
         )))
     }
 }
@@ -427,7 +428,7 @@ fn unescape(raw: &str) -> Result<String, DomainError> {
             let hex = raw
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| invalid(format!("bad escape in '{raw}'")))?;
+                .ok_or_else(|| invalid("a field has a bad %-escape"))?;
             out.push(hex);
             i += 3;
         } else {
@@ -435,7 +436,7 @@ fn unescape(raw: &str) -> Result<String, DomainError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| invalid(format!("bad escape in '{raw}'")))
+    String::from_utf8(out).map_err(|_| invalid("a field has a bad %-escape"))
 }
 
 /// The inverse of [`encode_fields`]; an empty text is an empty map.
@@ -447,7 +448,7 @@ pub fn decode_fields(raw: &str) -> Result<Attributes, DomainError> {
     for pair in raw.split(';') {
         let (k, v) = pair
             .split_once('=')
-            .ok_or_else(|| invalid(format!("'{pair}' is not key=value")))?;
+            .ok_or_else(|| invalid("fields must be name=value pairs joined by ';'"))?;
         let key = unescape(k.trim())?;
         check_key(&key)?;
         if out.insert(key.clone(), unescape(v)?).is_some() {
@@ -465,7 +466,7 @@ pub fn decode_amounts(raw: &str) -> Result<Amounts, DomainError> {
             let yen = v
                 .trim()
                 .parse::<i64>()
-                .map_err(|_| invalid(format!("amount '{k}' must be whole yen, got '{v}'")))?;
+                .map_err(|_| invalid(format!("amount '{k}' must be whole yen")))?;
             Ok((k, yen))
         })
         .collect()
@@ -626,13 +627,22 @@ fn side_text(fields: &[FieldChange], side: impl Fn(&FieldChange) -> &Option<Stri
     encode_fields(&map)
 }
 
-/// A record as it was stored, with when it was fetched: the instant makes a
-/// change that happens twice (A→B, back to A, then A→B again) two alerts,
-/// while the same change seen twice stays one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotRecord {
-    pub record: DepartmentRecord,
-    pub fetched_at: i64,
+/// What [`detect_changes`] compares: one department's last snapshot for a
+/// case and what it returned now.
+#[derive(Debug, Clone, Copy)]
+pub struct Comparison<'a> {
+    pub before: &'a [DepartmentRecord],
+    pub after: &'a [DepartmentRecord],
+    /// Subjects the department failed for now: a missing answer is not a
+    /// removed record, so their records are not compared.
+    pub unanswered: &'a HashSet<SubjectId>,
+    /// Subjects the department answered for the first time: what it holds
+    /// about them is their baseline, not a change.
+    pub first_answered: &'a HashSet<SubjectId>,
+    /// The fetch the snapshot came from. Two fetches racing over the same
+    /// snapshot give a change the same key; the same values changing again
+    /// later (A→B, back to A, A→B) give a new one.
+    pub previous_fetch: i64,
 }
 
 fn field_values(r: &DepartmentRecord) -> BTreeMap<String, String> {
@@ -664,24 +674,20 @@ fn diff_fields(
         .collect()
 }
 
-/// Compares one department's last snapshot for a case with what it
-/// returned now. Records of subjects in `unanswered` (the department failed
-/// for them) are not compared: a missing answer is not a removed record.
-pub fn detect_changes(
-    before: &[SnapshotRecord],
-    after: &[DepartmentRecord],
-    unanswered: &HashSet<SubjectId>,
-) -> Vec<Change> {
-    let old: HashMap<&str, &SnapshotRecord> = before
-        .iter()
-        .map(|s| (s.record.source_id.as_str(), s))
-        .collect();
+/// Compares a department's last snapshot for a case with its new answer,
+/// record by record id.
+pub fn detect_changes(c: &Comparison<'_>) -> Vec<Change> {
+    let old: HashMap<&str, &DepartmentRecord> =
+        c.before.iter().map(|r| (r.source_id.as_str(), r)).collect();
     let new: HashMap<&str, &DepartmentRecord> =
-        after.iter().map(|r| (r.source_id.as_str(), r)).collect();
+        c.after.iter().map(|r| (r.source_id.as_str(), r)).collect();
     let mut changes = Vec::new();
-    for r in after {
-        let previous = old.get(r.source_id.as_str());
-        let fields = diff_fields(previous.map(|p| &p.record), Some(r));
+    for r in c.after {
+        let previous = old.get(r.source_id.as_str()).copied();
+        if previous.is_none() && c.first_answered.contains(&r.subject) {
+            continue;
+        }
+        let fields = diff_fields(previous, Some(r));
         if fields.is_empty() {
             continue;
         }
@@ -690,16 +696,10 @@ pub fn detect_changes(
         } else {
             ChangeKind::Added
         };
-        changes.push(make_change(
-            r,
-            change,
-            fields,
-            previous.map(|p| p.fetched_at),
-        ));
+        changes.push(make_change(r, change, fields, c.previous_fetch));
     }
-    for s in before {
-        let r = &s.record;
-        if new.contains_key(r.source_id.as_str()) || unanswered.contains(&r.subject) {
+    for r in c.before {
+        if new.contains_key(r.source_id.as_str()) || c.unanswered.contains(&r.subject) {
             continue;
         }
         let fields = diff_fields(Some(r), None);
@@ -707,7 +707,7 @@ pub fn detect_changes(
             r,
             ChangeKind::Removed,
             fields,
-            Some(s.fetched_at),
+            c.previous_fetch,
         ));
     }
     changes.sort_by(|a, b| a.source_id.cmp(&b.source_id));
@@ -718,14 +718,14 @@ fn make_change(
     r: &DepartmentRecord,
     change: ChangeKind,
     fields: Vec<FieldChange>,
-    before_fetched_at: Option<i64>,
+    previous_fetch: i64,
 ) -> Change {
     let mut h = Sha256::new();
     for part in [
         r.department.as_str(),
         &r.source_id,
         change.as_str(),
-        &before_fetched_at.map(|t| t.to_string()).unwrap_or_default(),
+        &previous_fetch.to_string(),
     ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
@@ -767,17 +767,33 @@ mod tests {
         }
     }
 
-    fn snap(r: DepartmentRecord) -> SnapshotRecord {
-        SnapshotRecord {
-            record: r,
-            fetched_at: 1000,
-        }
+    fn compare(
+        before: &[DepartmentRecord],
+        after: &[DepartmentRecord],
+        unanswered: &HashSet<SubjectId>,
+        previous_fetch: i64,
+    ) -> Vec<Change> {
+        detect_changes(&Comparison {
+            before,
+            after,
+            unanswered,
+            first_answered: &HashSet::new(),
+            previous_fetch,
+        })
     }
 
     #[test]
     fn an_unchanged_snapshot_has_no_changes() {
         let r = record("T1", 1_800_000);
-        assert!(detect_changes(&[snap(r.clone())], &[r], &HashSet::new()).is_empty());
+        assert!(
+            compare(
+                std::slice::from_ref(&r),
+                std::slice::from_ref(&r),
+                &HashSet::new(),
+                1
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -785,7 +801,7 @@ mod tests {
         let before = record("T1", 1_800_000);
         let mut after = before.clone();
         after.amounts.insert("annual_income".to_owned(), 3_000_000);
-        let changes = detect_changes(&[snap(before)], &[after], &HashSet::new());
+        let changes = compare(&[before], &[after], &HashSet::new(), 1);
         assert_eq!(changes.len(), 1);
         let c = &changes[0];
         assert_eq!(c.change, ChangeKind::Changed);
@@ -805,40 +821,62 @@ mod tests {
     fn added_and_removed_records_are_changes_unless_the_subject_went_unanswered() {
         let old = record("T1", 1);
         let new = record("T2", 2);
-        let changes = detect_changes(
-            &[snap(old.clone())],
+        let changes = compare(
+            std::slice::from_ref(&old),
             std::slice::from_ref(&new),
             &HashSet::new(),
+            1,
         );
         let kinds: Vec<_> = changes.iter().map(|c| c.change).collect();
         assert_eq!(kinds, vec![ChangeKind::Removed, ChangeKind::Added]);
         let unanswered: HashSet<_> = [old.subject.clone()].into();
-        let changes = detect_changes(&[snap(old)], &[new], &unanswered);
+        let changes = compare(&[old], &[new], &unanswered, 1);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].change, ChangeKind::Added);
+    }
+
+    #[test]
+    fn a_subject_answered_for_the_first_time_is_a_baseline() {
+        let r = record("T1", 1);
+        let first: HashSet<_> = [r.subject.clone()].into();
+        let changes = detect_changes(&Comparison {
+            before: &[],
+            after: std::slice::from_ref(&r),
+            unanswered: &HashSet::new(),
+            first_answered: &first,
+            previous_fetch: 1,
+        });
+        assert!(changes.is_empty());
     }
 
     #[test]
     fn the_same_change_has_the_same_key_and_a_later_repeat_another() {
         let before = record("T1", 1);
         let after = record("T1", 2);
-        let a = detect_changes(
-            &[snap(before.clone())],
-            std::slice::from_ref(&after),
-            &HashSet::new(),
-        );
-        let b = detect_changes(
-            &[snap(before.clone())],
-            std::slice::from_ref(&after),
-            &HashSet::new(),
-        );
-        assert_eq!(a[0].dedup_key, b[0].dedup_key);
-        let later = SnapshotRecord {
-            record: before,
-            fetched_at: 2000,
+        let once = |previous_fetch| {
+            compare(
+                std::slice::from_ref(&before),
+                std::slice::from_ref(&after),
+                &HashSet::new(),
+                previous_fetch,
+            )[0]
+            .dedup_key
+            .clone()
         };
-        let c = detect_changes(&[later], &[after], &HashSet::new());
-        assert_ne!(a[0].dedup_key, c[0].dedup_key);
+        assert_eq!(once(7), once(7));
+        assert_ne!(once(7), once(9));
+        // A record that comes back after a removal is a new change too.
+        let back = |previous_fetch| {
+            compare(
+                &[],
+                std::slice::from_ref(&after),
+                &HashSet::new(),
+                previous_fetch,
+            )[0]
+            .dedup_key
+            .clone()
+        };
+        assert_ne!(back(3), back(11));
     }
 
     #[test]
@@ -903,10 +941,9 @@ mod tests {
         #[test]
         fn a_snapshot_compared_with_itself_never_changes(incomes in proptest::collection::vec(0i64..10_000_000, 0..8)) {
             let records: Vec<_> = incomes.iter().enumerate().map(|(i, n)| record(&format!("T{i}"), *n)).collect();
-            let snaps: Vec<_> = records.iter().cloned().map(snap).collect();
-            prop_assert!(detect_changes(&snaps, &records, &HashSet::new()).is_empty());
+            prop_assert!(compare(&records, &records, &HashSet::new(), 1).is_empty());
             // Everything removed: one change per record.
-            prop_assert_eq!(detect_changes(&snaps, &[], &HashSet::new()).len(), records.len());
+            prop_assert_eq!(compare(&records, &[], &HashSet::new(), 1).len(), records.len());
         }
     }
 }

@@ -15,7 +15,7 @@ use super::staff::{
     AlertJson, CaseFileJson, actor, alert_json, case_file_json, parse_query, path_id,
 };
 use super::{ApiError, AppState};
-use crate::casework::{self, FullCaseFile, Role, TimelineEntry};
+use crate::casework::{self, FullCaseFile, TimelineEntry};
 use crate::domain::answer::Outcome;
 use crate::domain::department::decode_fields;
 use crate::domain::ids::{CaseId, SubjectId};
@@ -589,18 +589,7 @@ pub(super) async fn list_linkage_files(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor(&req, &state).await?;
-    if actor.role != Role::Admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this needs the admin role",
-        ));
-    }
-    let files = state
-        .store
-        .linkage_files()
-        .await
-        .map_err(casework::CaseworkError::from)?;
+    let files = casework::linkage_files(&state.store, &actor).await?;
     Ok(HttpResponse::Ok().json(LinkageFileListJson {
         files: files
             .into_iter()

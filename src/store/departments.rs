@@ -11,8 +11,8 @@ use super::{
     Result, Store, StoreError, get_i64, get_opt_str, get_str, parse_date, placeholders, q,
 };
 use crate::domain::department::{
-    Change, Department, DepartmentRecord, FetchStatus, FetchTrigger, PersonRecord, RecordKind,
-    SnapshotRecord, decode_amounts, decode_fields, detect_changes, encode_fields,
+    Change, Comparison, Department, DepartmentRecord, FetchStatus, FetchTrigger, PersonRecord,
+    RecordKind, decode_amounts, decode_fields, detect_changes, encode_fields,
 };
 use crate::domain::feed::FeedKind;
 use crate::domain::ids::{CaseId, FetchRunId, SubjectId};
@@ -27,6 +27,8 @@ pub struct FetchApply<'a> {
     pub department: Department,
     pub status: FetchStatus,
     pub records: &'a [DepartmentRecord],
+    /// Every subject the department was asked about.
+    pub asked: &'a [SubjectId],
     /// Subjects the department failed for: their records stay as they were.
     pub unanswered: &'a HashSet<SubjectId>,
     pub error: Option<&'a str>,
@@ -62,6 +64,19 @@ pub struct FetchLogEntry {
     pub duration_ms: i64,
 }
 
+/// One linkage file to load.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkageImport<'a> {
+    pub department: Department,
+    pub file_name: &'a str,
+    pub sha256: &'a str,
+    pub rows: &'a [PersonRecord],
+    /// `line N: reason` for each refused line.
+    pub errors: &'a [String],
+    /// A full extract: the department's earlier records are replaced.
+    pub replace: bool,
+}
+
 /// A file picked up by file linkage, with the lines it refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkageFileRecord {
@@ -95,8 +110,11 @@ impl Store {
     /// Records one connector's fetch for a case in one transaction: the log
     /// row; for an answered fetch, the changes against the last snapshot as
     /// alerts (a repeat of a raised change is skipped by its key), and the
-    /// new snapshot. The first answered fetch of a department is the
-    /// baseline and raises nothing.
+    /// new snapshot. What a department first says about a subject is its
+    /// baseline and raises nothing. Fetches of one case are serialised on
+    /// the case row, and a fetch that started before the one the snapshot
+    /// came from is logged but not applied, so a slow fetch cannot put older
+    /// data back.
     pub async fn apply_department_fetch(
         &self,
         f: &FetchApply<'_>,
@@ -105,19 +123,50 @@ impl Store {
         let mut tx = self.begin().await?;
         let case = f.case.as_str().to_owned();
         let dept = f.department.as_str();
+        q(format!(
+            "SELECT id FROM cases WHERE id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(case.clone())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("case {case}")))?;
+        let last = q("SELECT id, started_at FROM department_fetches \
+             WHERE case_id = $1 AND department = $2 AND status <> 'failed' \
+             ORDER BY started_at DESC, id DESC LIMIT 1"
+            .to_owned())
+        .bind(case.clone())
+        .bind(dept)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (previous_fetch, stale) = match &last {
+            Some(row) => (
+                get_i64(row, "id")?,
+                f.started_at < get_i64(row, "started_at")?,
+            ),
+            None => (0, false),
+        };
         let mut raised = Vec::new();
-        if f.status != FetchStatus::Failed {
-            let baseline = q("SELECT 1 AS one FROM department_fetches \
-                 WHERE case_id = $1 AND department = $2 AND status <> 'failed' LIMIT 1"
+        if f.status != FetchStatus::Failed && !stale {
+            let baselined: HashSet<SubjectId> = q("SELECT subject_id FROM department_baselines \
+                 WHERE case_id = $1 AND department = $2"
                 .to_owned())
             .bind(case.clone())
             .bind(dept)
-            .fetch_optional(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?
-            .is_some();
+            .iter()
+            .map(|r| Ok(SubjectId::from_trusted(get_str(r, "subject_id")?)))
+            .collect::<Result<_>>()?;
+            let first_answered: HashSet<SubjectId> = f
+                .asked
+                .iter()
+                .filter(|s| !f.unanswered.contains(*s) && !baselined.contains(*s))
+                .cloned()
+                .collect();
             let rows = q(
-                "SELECT source_id, subject_id, kind, effective_date, amounts, attributes, \
-                 fetched_at FROM department_records WHERE case_id = $1 AND department = $2"
+                "SELECT source_id, subject_id, kind, effective_date, amounts, attributes \
+                 FROM department_records WHERE case_id = $1 AND department = $2"
                     .to_owned(),
             )
             .bind(case.clone())
@@ -127,21 +176,32 @@ impl Store {
             let before = rows
                 .iter()
                 .map(|r| {
-                    Ok(SnapshotRecord {
-                        record: record_from_row(
-                            r,
-                            f.department,
-                            SubjectId::from_trusted(get_str(r, "subject_id")?),
-                        )?,
-                        fetched_at: get_i64(r, "fetched_at")?,
-                    })
+                    record_from_row(
+                        r,
+                        f.department,
+                        SubjectId::from_trusted(get_str(r, "subject_id")?),
+                    )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let changes = if baseline {
-                detect_changes(&before, f.records, f.unanswered)
-            } else {
-                Vec::new()
-            };
+            let changes = detect_changes(&Comparison {
+                before: &before,
+                after: f.records,
+                unanswered: f.unanswered,
+                first_answered: &first_answered,
+                previous_fetch,
+            });
+            for subject in &first_answered {
+                q(
+                    "INSERT INTO department_baselines (case_id, department, subject_id) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                        .to_owned(),
+                )
+                .bind(case.clone())
+                .bind(dept)
+                .bind(subject.as_str().to_owned())
+                .execute(&mut *tx)
+                .await?;
+            }
             // The new snapshot: everything but the unanswered subjects' rows
             // is replaced by what came back.
             let keep: Vec<String> = f.unanswered.iter().map(|s| s.as_str().to_owned()).collect();
@@ -228,7 +288,11 @@ impl Store {
         .bind(f.status.as_str())
         .bind(f.records.len() as i64)
         .bind(raised.len() as i64)
-        .bind(f.error.map(str::to_owned))
+        .bind(if stale {
+            Some("started before the fetch the snapshot came from: logged, not applied".to_owned())
+        } else {
+            f.error.map(str::to_owned)
+        })
         .bind(f.started_at)
         .bind(f.duration_ms)
         .execute(&mut *tx)
@@ -325,6 +389,30 @@ impl Store {
             .collect()
     }
 
+    /// Takes or renews the lease on a periodic task for `holder`; false while
+    /// another process holds it. One process of many runs the task.
+    pub async fn take_task_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let taken = q(
+            "INSERT INTO task_leases (name, holder, lease_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = $2, lease_until = $3 \
+             WHERE task_leases.lease_until < $4 OR task_leases.holder = $2"
+                .to_owned(),
+        )
+        .bind(name.to_owned())
+        .bind(holder.to_owned())
+        .bind(now + lease_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
     /// True when this department's file with this content was picked up.
     pub async fn linkage_file_seen(&self, department: Department, sha256: &str) -> Result<bool> {
         Ok(
@@ -341,17 +429,12 @@ impl Store {
     }
 
     /// Loads one linkage file's good rows and notes the refused lines, in one
-    /// transaction. A file already loaded (same department and content) is
-    /// refused with `Conflict` and changes nothing.
-    pub async fn import_linkage_file(
-        &self,
-        department: Department,
-        file_name: &str,
-        sha256: &str,
-        rows: &[PersonRecord],
-        errors: &[String],
-        now: i64,
-    ) -> Result<i64> {
+    /// transaction. A full extract (`replace`) first removes the department's
+    /// records, so what the department no longer holds is gone; a delta only
+    /// adds and updates. A file already loaded (same department and content)
+    /// is refused with `Conflict` and changes nothing.
+    pub async fn import_linkage_file(&self, f: &LinkageImport<'_>, now: i64) -> Result<i64> {
+        let dept = f.department.as_str();
         let mut tx = self.begin().await?;
         let inserted = q(
             "INSERT INTO linkage_files (department, file_name, sha256, loaded_rows, \
@@ -359,42 +442,55 @@ impl Store {
              ON CONFLICT (department, sha256) DO NOTHING RETURNING id"
                 .to_owned(),
         )
-        .bind(department.as_str())
-        .bind(file_name.to_owned())
-        .bind(sha256.to_owned())
-        .bind(rows.len() as i64)
-        .bind(errors.join("\n"))
+        .bind(dept)
+        .bind(f.file_name.to_owned())
+        .bind(f.sha256.to_owned())
+        .bind(f.rows.len() as i64)
+        .bind(f.errors.join("\n"))
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = inserted else {
             return Err(StoreError::Conflict(format!(
-                "{file_name} was already loaded for {}",
-                department.as_str()
+                "{} was already loaded for {dept}",
+                f.file_name
             )));
         };
         let file_id = get_i64(&row, "id")?;
-        for r in rows {
-            q(
+        if f.replace {
+            q("DELETE FROM linkage_records WHERE department = $1".to_owned())
+                .bind(dept)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Many rows per statement: a city's extract has tens of thousands.
+        const ROWS_PER_INSERT: usize = 200;
+        for chunk in f.rows.chunks(ROWS_PER_INSERT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * 9, 9)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut insert = q(format!(
                 "INSERT INTO linkage_records (department, source_id, kana_name, birth_date, kind, \
-                 effective_date, amounts, attributes, file_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (department, source_id) DO UPDATE SET kana_name = $3, \
-                 birth_date = $4, kind = $5, effective_date = $6, amounts = $7, \
-                 attributes = $8, file_id = $9"
-                    .to_owned(),
-            )
-            .bind(department.as_str())
-            .bind(r.source_id.clone())
-            .bind(r.kana_name.match_key())
-            .bind(r.birth_date.to_string())
-            .bind(r.kind.as_str())
-            .bind(r.effective_date.to_string())
-            .bind(encode_fields(&r.amounts))
-            .bind(encode_fields(&r.attributes))
-            .bind(file_id)
-            .execute(&mut *tx)
-            .await?;
+                 effective_date, amounts, attributes, file_id) VALUES {values} \
+                 ON CONFLICT (department, source_id) DO UPDATE SET kana_name = excluded.kana_name, \
+                 birth_date = excluded.birth_date, kind = excluded.kind, \
+                 effective_date = excluded.effective_date, amounts = excluded.amounts, \
+                 attributes = excluded.attributes, file_id = excluded.file_id"
+            ));
+            for r in chunk {
+                insert = insert
+                    .bind(dept)
+                    .bind(r.source_id.clone())
+                    .bind(r.kana_name.match_key())
+                    .bind(r.birth_date.to_string())
+                    .bind(r.kind.as_str())
+                    .bind(r.effective_date.to_string())
+                    .bind(encode_fields(&r.amounts))
+                    .bind(encode_fields(&r.attributes))
+                    .bind(file_id);
+            }
+            insert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(file_id)

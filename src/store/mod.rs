@@ -29,7 +29,8 @@ pub use cases::{
     AlertChange, AlertRecord, CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord,
 };
 pub use departments::{
-    FetchApply, FetchLogEntry, LinkageFileRecord, RaisedChange, StoredDepartmentRecord,
+    FetchApply, FetchLogEntry, LinkageFileRecord, LinkageImport, RaisedChange,
+    StoredDepartmentRecord,
 };
 pub use feed::{ClaimedEvent, FeedCounts};
 pub use institutions::{Institution, InstitutionSettings};

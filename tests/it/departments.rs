@@ -441,7 +441,7 @@ async fn malformed_linkage_rows(url: String) {
          NK-X4,pension_benefit,ヤマダ ハナコ,1985-05-10,2026-10-01,annual_amount=120000,pension_type=遺族基礎年金\n",
         shokai::connectors::file::HEADER
     );
-    std::fs::write(dir.join("pension-correction.csv"), text).unwrap();
+    std::fs::write(dir.join("pension-correction.delta.csv"), text).unwrap();
     let run = env.inquire(&case).await;
     let pension = connector(&run, Department::Pension);
     assert_eq!(pension["status"], "complete", "{pension}");
@@ -453,15 +453,21 @@ async fn malformed_linkage_rows(url: String) {
         .collect();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(
-        warnings[0].starts_with("pension-correction.csv: line 3: "),
+        warnings[0].starts_with("pension-correction.delta.csv: line 3: "),
         "{warnings:?}"
     );
     assert!(
-        warnings[1].starts_with("pension-correction.csv: line 4: "),
+        warnings[1].starts_with("pension-correction.delta.csv: line 4: "),
         "{warnings:?}"
     );
-    assert!(dir.join("processed/pension-correction.csv").exists());
-    assert!(!dir.join("pension-correction.csv").exists());
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("1948-02-30") || w.contains("12.5")),
+        "refusals name the field, never the value: {warnings:?}"
+    );
+    assert!(dir.join("processed/pension-correction.delta.csv").exists());
+    assert!(!dir.join("pension-correction.delta.csv").exists());
 
     // The good rows are in the case file.
     let file = env.file(&case).await;
@@ -477,6 +483,10 @@ async fn malformed_linkage_rows(url: String) {
         .map(|r| r["record_id"].as_str().unwrap().to_owned())
         .collect();
     assert!(records.contains(&"NK-X1".to_owned()) && records.contains(&"NK-X4".to_owned()));
+    assert!(
+        records.iter().any(|r| r.starts_with("NK-A")),
+        "a delta file keeps the extract's records: {records:?}"
+    );
     assert!(!records.contains(&"NK-X2".to_owned()) && !records.contains(&"NK-X3".to_owned()));
 
     // The pickup log names each refused line; a caseworker may not read it.
@@ -492,7 +502,7 @@ async fn malformed_linkage_rows(url: String) {
     let files = list["files"].as_array().unwrap();
     let correction = files
         .iter()
-        .find(|f| f["file_name"] == "pension-correction.csv")
+        .find(|f| f["file_name"] == "pension-correction.delta.csv")
         .unwrap();
     assert_eq!(correction["loaded_rows"], 2);
     assert_eq!(correction["errors"].as_array().unwrap().len(), 2);
@@ -504,7 +514,7 @@ async fn malformed_linkage_rows(url: String) {
 
     // The same content dropped again is not loaded twice.
     std::fs::copy(
-        dir.join("processed/pension-correction.csv"),
+        dir.join("processed/pension-correction.delta.csv"),
         dir.join("again.csv"),
     )
     .unwrap();
@@ -721,3 +731,248 @@ crate::db_test!(
     case_file_feed_is_signed_and_retried,
     super::feed_with_retries
 );
+
+// --- The store's rules for snapshots, alerts, the outbox and task leases ---
+
+mod rules {
+    use std::collections::HashSet;
+
+    use chrono::NaiveDate;
+    use shokai::domain::department::{
+        Department, DepartmentRecord, FetchStatus, FetchTrigger, RecordKind,
+    };
+    use shokai::domain::ids::{CaseId, FetchRunId, SubjectId};
+    use shokai::store::{BatchFinish, FetchApply, Store, StoreError};
+
+    use crate::support::open;
+
+    /// A case with `n` people and no request, straight into the store.
+    async fn new_case(store: &Store, n: usize) -> CaseId {
+        let case = shokai::domain::request::NewCase::validate(
+            "131016",
+            "R8-0001",
+            (0..n)
+                .map(|i| shokai::domain::request::SubjectInput {
+                    kana_name: format!("サトウ {}", ["イチロウ", "ジロウ", "サブロウ"][i]),
+                    kanji_name: None,
+                    birth_date: NaiveDate::from_ymd_opt(1980 + i as i32, 1, 1).unwrap(),
+                    postal_code: None,
+                    address: None,
+                    former_kana_names: vec![],
+                })
+                .collect(),
+            shokai::casework::today(),
+        )
+        .unwrap();
+        store.insert_case(&case, "test", &[]).await.unwrap();
+        case.id
+    }
+
+    fn allowance(subject: &SubjectId, id: &str, monthly: i64) -> DepartmentRecord {
+        DepartmentRecord {
+            department: Department::ChildAllowance,
+            kind: RecordKind::ChildAllowance,
+            subject: subject.clone(),
+            source_id: id.to_owned(),
+            effective_date: NaiveDate::from_ymd_opt(2024, 10, 1).unwrap(),
+            amounts: [("monthly_amount".to_owned(), monthly)].into(),
+            attributes: [("status".to_owned(), "active".to_owned())].into(),
+        }
+    }
+
+    struct Fetch<'a> {
+        store: &'a Store,
+        case: &'a CaseId,
+        asked: &'a [SubjectId],
+    }
+
+    impl Fetch<'_> {
+        /// Applies one fetch that started at `started_at` and returns how
+        /// many alerts it raised.
+        async fn apply(
+            &self,
+            started_at: i64,
+            records: &[DepartmentRecord],
+            unanswered: &[&SubjectId],
+        ) -> usize {
+            let unanswered: HashSet<SubjectId> = unanswered.iter().map(|s| (*s).clone()).collect();
+            let status = if unanswered.is_empty() {
+                FetchStatus::Complete
+            } else {
+                FetchStatus::Partial
+            };
+            self.store
+                .apply_department_fetch(
+                    &FetchApply {
+                        case: self.case,
+                        run: &FetchRunId::generate(),
+                        trigger: FetchTrigger::Requery,
+                        department: Department::ChildAllowance,
+                        status,
+                        records,
+                        asked: self.asked,
+                        unanswered: &unanswered,
+                        error: None,
+                        started_at,
+                        duration_ms: 1,
+                    },
+                    started_at + 1,
+                )
+                .await
+                .unwrap()
+                .len()
+        }
+
+        async fn snapshot(&self) -> Vec<String> {
+            self.store
+                .department_records(self.case)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| {
+                    format!(
+                        "{}={}",
+                        r.record.source_id, r.record.amounts["monthly_amount"]
+                    )
+                })
+                .collect()
+        }
+    }
+
+    async fn snapshots_and_alerts(url: String) {
+        let store = open(&url).await;
+        let case = new_case(&store, 2).await;
+        let case_record = store.case(&case).await.unwrap().unwrap();
+        let asked: Vec<SubjectId> = case_record.subjects.iter().map(|s| s.id.clone()).collect();
+        let (a, b) = (&asked[0], &asked[1]);
+        let f = Fetch {
+            store: &store,
+            case: &case,
+            asked: &asked,
+        };
+
+        // A partial first fetch: only A is answered; A's data is its baseline.
+        assert_eq!(f.apply(100, &[allowance(a, "JA-A", 10_000)], &[b]).await, 0);
+        // B answered for the first time later: also a baseline, not "added".
+        let both = [allowance(a, "JA-A", 10_000), allowance(b, "JA-B", 10_000)];
+        assert_eq!(f.apply(200, &both, &[]).await, 0);
+        // B unanswered now: B's record stays and is not "removed".
+        assert_eq!(f.apply(300, &[allowance(a, "JA-A", 10_000)], &[b]).await, 0);
+        assert_eq!(f.snapshot().await, ["JA-A=10000", "JA-B=10000"]);
+
+        // A's allowance ends (removed), then starts again: two alerts.
+        assert_eq!(f.apply(400, &[allowance(b, "JA-B", 10_000)], &[]).await, 1);
+        assert_eq!(f.apply(500, &both, &[]).await, 1);
+        assert_eq!(f.apply(600, &both, &[]).await, 0, "nothing new");
+
+        // A fetch that started before the snapshot's is logged, not applied.
+        let old = [allowance(a, "JA-A", 5_000), allowance(b, "JA-B", 10_000)];
+        assert_eq!(f.apply(550, &old, &[]).await, 0);
+        assert_eq!(f.snapshot().await, ["JA-A=10000", "JA-B=10000"]);
+        let log = store.department_fetches(&case).await.unwrap();
+        assert!(
+            log.last()
+                .unwrap()
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("not applied")
+        );
+
+        // Two fetches of the same change racing: one alert, one snapshot.
+        let raised = [allowance(a, "JA-A", 20_000), allowance(b, "JA-B", 10_000)];
+        let (x, y) = tokio::join!(f.apply(700, &raised, &[]), f.apply(701, &raised, &[]));
+        assert_eq!(x + y, 1, "the same change raises one alert");
+        assert_eq!(f.snapshot().await, ["JA-A=20000", "JA-B=10000"]);
+        let alerts = store.case_alerts(&case).await.unwrap();
+        assert_eq!(alerts.len(), 3);
+
+        // Retention removes the case's department data and feed events.
+        store.close_case(&case, 1_000).await.unwrap();
+        store.purge_closed_cases(2_000, 1).await.unwrap();
+        assert!(store.department_records(&case).await.unwrap().is_empty());
+        assert!(store.department_fetches(&case).await.unwrap().is_empty());
+        assert!(store.case_alerts(&case).await.unwrap().is_empty());
+    }
+    crate::db_test!(snapshots_alerts_and_races, super::snapshots_and_alerts);
+
+    async fn outbox_and_task_leases(url: String) {
+        let mut config = shokai::store::StoreConfig::new(&url);
+        config.feed_events = true;
+        let store = Store::open(&config).await.unwrap();
+        let case = new_case(&store, 1).await;
+        let subject = store.case(&case).await.unwrap().unwrap().subjects[0]
+            .id
+            .clone();
+        let asked = [subject.clone()];
+        let f = Fetch {
+            store: &store,
+            case: &case,
+            asked: &asked,
+        };
+        f.apply(100, &[allowance(&subject, "JA-A", 1)], &[]).await;
+        f.apply(200, &[allowance(&subject, "JA-A", 2)], &[]).await;
+        // One alert.raised event (the fetches alone write none here: the
+        // run's completion event is the caller's).
+        let events = store.feed_events(&case).await.unwrap();
+        assert_eq!(events.len(), 1);
+
+        // Claimed under a short lease; another worker takes it once the
+        // lease ran out, and the first one's verdict is refused.
+        let first = store.claim_feed_events(1_000, 10, 8).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(
+            store
+                .claim_feed_events(1_005, 10, 8)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let second = store.claim_feed_events(1_020, 10_000, 8).await.unwrap();
+        assert_eq!((second.len(), second[0].attempt), (1, 2));
+        assert!(matches!(
+            store
+                .finish_feed_event(&first[0], &BatchFinish::Acknowledged, 1_021)
+                .await,
+            Err(StoreError::LostLease(_))
+        ));
+        let dead = BatchFinish::Dead {
+            reason: "HTTP 410".to_owned(),
+        };
+        store
+            .finish_feed_event(&second[0], &dead, 1_022)
+            .await
+            .unwrap();
+        assert_eq!(store.feed_counts().await.unwrap().dead, 1);
+        assert_eq!(store.retry_dead_feed_events(1_030).await.unwrap(), 1);
+        let third = store.claim_feed_events(1_040, 10_000, 8).await.unwrap();
+        assert_eq!(
+            third[0].attempt, 1,
+            "a retried event starts its schedule again"
+        );
+        store
+            .finish_feed_event(&third[0], &BatchFinish::Acknowledged, 1_041)
+            .await
+            .unwrap();
+        let c = store.feed_counts().await.unwrap();
+        assert_eq!((c.pending, c.delivered, c.dead), (0, 1, 0));
+
+        // One re-query runner among many.
+        assert!(store.take_task_lease("t", "p1", 1_000, 0).await.unwrap());
+        assert!(!store.take_task_lease("t", "p2", 1_000, 500).await.unwrap());
+        assert!(store.take_task_lease("t", "p1", 1_000, 900).await.unwrap());
+        assert!(
+            !store
+                .take_task_lease("t", "p2", 1_000, 1_500)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .take_task_lease("t", "p2", 1_000, 2_000)
+                .await
+                .unwrap()
+        );
+    }
+    crate::db_test!(feed_outbox_and_task_leases, super::outbox_and_task_leases);
+}
