@@ -155,15 +155,7 @@ impl PullConnector {
 }
 
 fn transport_text(e: &reqwest::Error) -> String {
-    // reqwest's top-level message hides the cause (TLS, refused, reset).
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::delivery::client::error_chain(e)
 }
 
 /// Turns the department's answer into records, subject by subject: a

@@ -129,8 +129,14 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request"
     };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
+    format!("{kind}: {}", error_chain(e))
+}
+
+/// An error with its causes: reqwest's top-level message hides the one
+/// that matters (TLS, refused, reset).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

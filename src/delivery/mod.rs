@@ -3,7 +3,7 @@
 //! over mutual TLS and records the outcome. All state is in the store, so a
 //! restart resumes where the last process stopped.
 
-mod client;
+pub(crate) mod client;
 
 use std::sync::Arc;
 use std::time::Duration;

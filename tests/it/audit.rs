@@ -10,28 +10,7 @@ use sqlx::Connection;
 
 use crate::chaos::{GatewayProcess, assert_all_delivered, file_cases, free_port, setup};
 use crate::db_test;
-
-async fn call(
-    http: &reqwest::Client,
-    token: &str,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use crate::support::api_call as call;
 
 async fn every_personal_data_endpoint_is_audited(url: String) {
     let s = setup(&url, &[]).await;

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use shokai::domain::zengin::{BranchCode, BranchRecord, InstitutionCode, InstitutionRecord};
 use shokai::store::{Store, StoreConfig};
 use sqlx::Connection;
@@ -303,4 +305,28 @@ pub async fn connect_mock_banks(
         .await
         .unwrap();
     }
+}
+
+/// One staff API call with a bearer token: the status and the JSON body
+/// (Null when the body is not JSON).
+pub async fn api_call(
+    http: &reqwest::Client,
+    token: &str,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
