@@ -190,6 +190,11 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     }
 
     let token = admin::create_token(&store, Role::Caseworker, OFFICE, "demo").await?;
+    let logins = demo_accounts(&store).await?;
+    println!(
+        "demo: web UI at http://{}/ui — log in as {logins}",
+        gateway.staff_addr.expect("the demo serves the staff API")
+    );
     let http = reqwest::Client::builder().no_proxy().build()?;
     let base = gateway.api_url();
     let due = today() + chrono::Days::new(14);
@@ -427,6 +432,43 @@ async fn ask_departments(
         summary.alerts,
         if summary.alerts == 1 { "" } else { "s" }
     ))
+}
+
+/// A caseworker and an admin for the web UI, with fresh random passwords
+/// (printed once); accounts left by an earlier run keep theirs.
+async fn demo_accounts(store: &crate::store::Store) -> anyhow::Result<String> {
+    use rand::Rng;
+    let mut out = Vec::new();
+    for (username, name, role) in [
+        ("demo-caseworker", "デモ ケースワーカー", Role::Caseworker),
+        ("demo-admin", "デモ 管理者", Role::Admin),
+    ] {
+        let password: String = (0..16)
+            .map(|_| {
+                const CHARS: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+                CHARS[rand::rng().random_range(0..CHARS.len())] as char
+            })
+            .collect();
+        let created = crate::accounts::create_user(
+            store,
+            crate::accounts::NewUser {
+                username: username.to_owned(),
+                display_name: name.to_owned(),
+                password: password.clone(),
+                role,
+                office: OFFICE.to_owned(),
+            },
+        )
+        .await;
+        match created {
+            Ok(_) => out.push(format!("{} {username} / {password}", role.as_str())),
+            Err(e) if e.code() == "user_exists" => {
+                out.push(format!("{} {username} (kept from an earlier run)", role.as_str()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out.join(", "))
 }
 
 /// Keeps passwords in database URLs out of the terminal.

@@ -1,6 +1,7 @@
 //! Shokai: an open deposit-inquiry gateway for Japanese welfare offices.
 //! See ARCHITECTURE.md for the map of the rooms below.
 
+pub mod accounts;
 pub mod admin;
 pub mod bench;
 pub mod casework;

@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Web UI accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Measure the whole path under load and print figures (last line JSON).
     Bench {
         #[arg(long, default_value_t = 10_000)]
@@ -461,6 +466,101 @@ enum TokenCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; the password is read from stdin (one line) or a file.
+    Create {
+        username: String,
+        #[arg(long)]
+        name: String,
+        /// caseworker, supervisor, admin or auditor.
+        #[arg(long)]
+        role: String,
+        /// The office's 6-digit local government code.
+        #[arg(long)]
+        office: String,
+        #[arg(long, conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Stop an account from logging in (its sessions end at once).
+    Disable {
+        username: String,
+    },
+    /// Let a disabled account log in again.
+    Enable {
+        username: String,
+    },
+    List,
+}
+
+async fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
+    use shokai::domain::time::{now_millis, rfc3339};
+    match command {
+        UserCommand::Create {
+            username,
+            name,
+            role,
+            office,
+            password_file,
+            password_stdin,
+        } => {
+            let password = match (password_file, password_stdin) {
+                (Some(path), _) => std::fs::read_to_string(&path)?,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line
+                }
+                (None, false) => anyhow::bail!("give --password-stdin or --password-file"),
+            };
+            let user = shokai::accounts::create_user(
+                store,
+                shokai::accounts::NewUser {
+                    username,
+                    display_name: name,
+                    password: password.trim_end_matches(['\r', '\n']).to_owned(),
+                    role: Role::parse(&role)?,
+                    office,
+                },
+            )
+            .await?;
+            println!(
+                "created user {} ({}, office {})",
+                user.username, user.role, user.office
+            );
+        }
+        UserCommand::Disable { username } => {
+            store
+                .set_user_disabled(&username, Some(now_millis()))
+                .await?;
+            println!("disabled {username}");
+        }
+        UserCommand::Enable { username } => {
+            store.set_user_disabled(&username, None).await?;
+            println!("enabled {username}");
+        }
+        UserCommand::List => {
+            for u in store.users().await? {
+                println!(
+                    "{} {} {} {} {}",
+                    u.username,
+                    u.role,
+                    u.office,
+                    rfc3339(u.created_at),
+                    if u.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOKAI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -587,6 +687,10 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::open(&db).await?;
             let token = admin::create_token(&store, Role::parse(&role)?, &office, &label).await?;
             println!("{token}");
+        }
+        Command::User { command } => {
+            let store = Store::open(&db).await?;
+            user_command(&store, command).await?;
         }
         Command::Bench {
             inquiries,

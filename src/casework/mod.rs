@@ -193,6 +193,17 @@ async fn audit(
 
 /// Reads a case, and records that it was read: no read of personal data
 /// without a trace, so a failed audit write fails the read.
+/// The open cases the actor may see: its office's, or every office's for an
+/// admin. Only case numbers and counts: no personal data, so no trace.
+pub async fn open_cases(
+    store: &Store,
+    actor: &Actor,
+    limit: i64,
+) -> Result<Vec<crate::store::CaseSummary>, CaseworkError> {
+    let office = (actor.role != Role::Admin).then_some(actor.office.as_str());
+    Ok(store.case_summaries(office, today(), limit).await?)
+}
+
 pub async fn read_case(
     store: &Store,
     actor: &Actor,

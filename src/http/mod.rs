@@ -9,6 +9,7 @@ mod openapi;
 mod ops;
 mod problem;
 mod staff;
+mod ui;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub fn start(state: AppState, config: ServerConfig) -> std::io::Result<Servers> 
             .configure(ops::routes)
             .configure(openapi::routes)
             .configure(staff::routes)
+            .configure(ui::routes)
     })
     .workers(config.workers)
     .disable_signals()

@@ -49,6 +49,21 @@ pub struct AlertRecord {
     pub change: Option<AlertChange>,
 }
 
+/// A case as the caseworker's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseSummary {
+    pub id: CaseId,
+    pub case_number: String,
+    pub office: String,
+    pub created_at: i64,
+    pub subjects: i64,
+    /// Inquiries not answered yet.
+    pub waiting: i64,
+    /// Of those, past their due date.
+    pub overdue: i64,
+    pub open_alerts: i64,
+}
+
 /// A department change as its alert keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertChange {
@@ -432,6 +447,54 @@ impl Store {
             created_at: get_i64(&row, "created_at")?,
             inquiries,
         }))
+    }
+
+    /// Open cases, newest first, of one office or of all.
+    pub async fn case_summaries(
+        &self,
+        office: Option<&str>,
+        today: NaiveDate,
+        limit: i64,
+    ) -> Result<Vec<CaseSummary>> {
+        let waiting = "i.state IN ('queued', 'batched', 'delivered')";
+        let filter = if office.is_some() {
+            "AND c.office = $3"
+        } else {
+            ""
+        };
+        let mut query = q(format!(
+            "SELECT c.id, c.case_number, c.office, c.created_at, \
+               (SELECT COUNT(*) FROM subjects s WHERE s.case_id = c.id) AS subjects, \
+               (SELECT COUNT(*) FROM inquiries i WHERE i.case_id = c.id AND {waiting}) AS waiting, \
+               (SELECT COUNT(*) FROM inquiries i WHERE i.case_id = c.id AND {waiting} \
+                  AND i.due_date < $1) AS overdue, \
+               (SELECT COUNT(*) FROM case_alerts a WHERE a.case_id = c.id \
+                  AND a.acknowledged_at IS NULL) AS open_alerts \
+             FROM cases c WHERE c.closed_at IS NULL {filter} \
+             ORDER BY c.created_at DESC, c.id DESC LIMIT $2"
+        ))
+        .bind(today.to_string())
+        .bind(limit);
+        if let Some(o) = office {
+            query = query.bind(o.to_owned());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(CaseSummary {
+                    id: CaseId::from_trusted(get_str(r, "id")?),
+                    case_number: get_str(r, "case_number")?,
+                    office: get_str(r, "office")?,
+                    created_at: get_i64(r, "created_at")?,
+                    subjects: get_i64(r, "subjects")?,
+                    waiting: get_i64(r, "waiting")?,
+                    overdue: get_i64(r, "overdue")?,
+                    open_alerts: get_i64(r, "open_alerts")?,
+                })
+            })
+            .collect()
     }
 
     /// A case's requests with their inquiries, oldest first.

@@ -45,6 +45,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_departments.sql"),
         postgres: include_str!("../../migrations/postgres/0005_departments.sql"),
     },
+    Migration {
+        version: 6,
+        name: "accounts",
+        sqlite: include_str!("../../migrations/sqlite/0006_accounts.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_accounts.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

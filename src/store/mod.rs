@@ -6,6 +6,7 @@
 //! The database is the queue: every state that matters is a row, and every
 //! multi-row change is one transaction.
 
+mod accounts;
 mod answers;
 mod audit;
 mod bench;
@@ -23,10 +24,12 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
+pub use accounts::UserRecord;
 pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount};
 pub use audit::AuditFilter;
 pub use cases::{
-    AlertChange, AlertRecord, CaseRecord, InquiryView, RequestInsert, RequestView, TokenRecord,
+    AlertChange, AlertRecord, CaseRecord, CaseSummary, InquiryView, RequestInsert, RequestView,
+    TokenRecord,
 };
 pub use departments::{
     FetchApply, FetchLogEntry, LinkageFileRecord, LinkageImport, RaisedChange,

@@ -21,3 +21,5 @@ mod retention;
 mod schemas;
 mod store;
 mod tls;
+mod ui;
+mod webdriver;

@@ -1,0 +1,31 @@
+-- Local user accounts for the web UI, their sessions, and failed-login
+-- counters for rate limiting.
+
+CREATE TABLE users (
+    username      TEXT PRIMARY KEY,
+    display_name  TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    office        TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    disabled_at   BIGINT
+);
+
+-- The cookie carries a random token; only its SHA-256 is stored. Each
+-- session has its own CSRF token for the forms it renders.
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    username   TEXT NOT NULL REFERENCES users (username),
+    csrf_token TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_user ON sessions (username);
+
+-- Failed logins per key (a username, or a client address) in the current
+-- window; the key is locked once it reaches the limit.
+CREATE TABLE login_failures (
+    throttle_key TEXT PRIMARY KEY,
+    failures     BIGINT NOT NULL,
+    window_start BIGINT NOT NULL
+);
