@@ -462,9 +462,10 @@ async fn demo_accounts(store: &crate::store::Store) -> anyhow::Result<String> {
         .await;
         match created {
             Ok(_) => out.push(format!("{} {username} / {password}", role.as_str())),
-            Err(e) if e.code() == "user_exists" => {
-                out.push(format!("{} {username} (kept from an earlier run)", role.as_str()))
-            }
+            Err(e) if e.code() == "user_exists" => out.push(format!(
+                "{} {username} (kept from an earlier run)",
+                role.as_str()
+            )),
             Err(e) => return Err(e.into()),
         }
     }

@@ -193,6 +193,92 @@ async fn audit(
 
 /// Reads a case, and records that it was read: no read of personal data
 /// without a trace, so a failed audit write fails the read.
+/// Directory search for the request form: by code prefix, name, or kana in
+/// any width or script.
+pub async fn search_institutions(
+    store: &Store,
+    query: &str,
+) -> Result<Vec<crate::store::InstitutionRef>, CaseworkError> {
+    let query = query.trim();
+    if query.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kana = crate::domain::kana::KanaName::parse(query)
+        .ok()
+        .map(|k| k.as_str().replace(' ', ""));
+    Ok(store
+        .search_institutions(query, kana.as_deref(), 30)
+        .await?)
+}
+
+/// Refuses codes that are not in the zengin directory.
+async fn known_institutions(store: &Store, codes: &[InstitutionCode]) -> Result<(), CaseworkError> {
+    if let Some(code) = store.unknown_institutions(codes).await?.first() {
+        return Err(DomainError::new(
+            "unknown_institution",
+            format!("institution {code} is not in the zengin directory"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Records the institutions the applicant declared (a quick pick later).
+pub async fn set_declared_institutions(
+    store: &Store,
+    actor: &Actor,
+    case: &CaseId,
+    codes: &[InstitutionCode],
+) -> Result<(), CaseworkError> {
+    check_can_file(actor)?;
+    checked_case(store, actor, case).await?;
+    known_institutions(store, codes).await?;
+    Ok(store.set_declared_institutions(case, codes).await?)
+}
+
+pub async fn declared_institutions(
+    store: &Store,
+    actor: &Actor,
+    case: &CaseId,
+) -> Result<Vec<crate::store::InstitutionRef>, CaseworkError> {
+    checked_case(store, actor, case).await?;
+    Ok(store.declared_institutions(case).await?)
+}
+
+/// The actor's office's standing list of institutions to ask.
+pub async fn office_institutions(
+    store: &Store,
+    actor: &Actor,
+) -> Result<Vec<crate::store::InstitutionRef>, CaseworkError> {
+    Ok(store.office_institutions(&actor.office).await?)
+}
+
+/// An admin adds to or removes from their office's standing list.
+pub async fn edit_office_institutions(
+    store: &Store,
+    actor: &Actor,
+    code: &InstitutionCode,
+    add: bool,
+) -> Result<(), CaseworkError> {
+    require_admin(actor)?;
+    if add {
+        known_institutions(store, std::slice::from_ref(code)).await?;
+        store.add_office_institution(&actor.office, code).await?;
+    } else {
+        store.remove_office_institution(&actor.office, code).await?;
+    }
+    Ok(())
+}
+
+/// The delivery queue per institution, for admins.
+pub async fn queue_overview(
+    store: &Store,
+    actor: &Actor,
+) -> Result<Vec<crate::store::InstitutionQueue>, CaseworkError> {
+    require_admin(actor)?;
+    Ok(store.queue_overview(now_millis(), today()).await?)
+}
+
 /// The open cases the actor may see: its office's, or every office's for an
 /// admin. Only case numbers and counts: no personal data, so no trace.
 pub async fn open_cases(

@@ -47,9 +47,9 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "accounts",
-        sqlite: include_str!("../../migrations/sqlite/0006_accounts.sql"),
-        postgres: include_str!("../../migrations/postgres/0006_accounts.sql"),
+        name: "web_ui",
+        sqlite: include_str!("../../migrations/sqlite/0006_web_ui.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_web_ui.sql"),
     },
 ];
 

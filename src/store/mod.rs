@@ -15,6 +15,7 @@ mod departments;
 mod feed;
 mod institutions;
 mod migrate;
+mod overview;
 mod queue;
 mod retention;
 
@@ -37,6 +38,7 @@ pub use departments::{
 };
 pub use feed::{ClaimedEvent, FeedCounts};
 pub use institutions::{Institution, InstitutionSettings};
+pub use overview::{InstitutionQueue, InstitutionRef};
 pub use queue::{
     AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueGauges, QueueStats, QueuedInstitution,
 };

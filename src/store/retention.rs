@@ -73,7 +73,7 @@ impl Store {
             let mut tx = self.begin().await?;
             let mut case_counts = PurgeCounts::default();
             let answers = "SELECT a.id FROM answers a JOIN inquiries i ON i.id = a.inquiry_id WHERE i.case_id = $1";
-            let steps: [(&str, String); 15] = [
+            let steps: [(&str, String); 16] = [
                 ("", format!("DELETE FROM answer_transactions WHERE account_id IN \
                      (SELECT c.id FROM answer_accounts c WHERE c.answer_id IN ({answers}))")),
                 ("", format!("DELETE FROM answer_accounts WHERE answer_id IN ({answers})")),
@@ -84,6 +84,7 @@ impl Store {
                 ("", "DELETE FROM case_alerts WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM department_records WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM department_baselines WHERE case_id = $1".to_owned()),
+                ("", "DELETE FROM case_declared_institutions WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM department_fetches WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM feed_events WHERE case_id = $1".to_owned()),
                 ("inquiries", "DELETE FROM inquiries WHERE case_id = $1".to_owned()),

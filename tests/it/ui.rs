@@ -111,19 +111,34 @@ fn base(env: &Env) -> String {
     format!("http://{}", env.gateway.staff_addr.unwrap())
 }
 
+async fn open_cases(env: &Env) -> usize {
+    env.gateway
+        .store
+        .case_summaries(None, shokai::casework::today(), 1000)
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn log_in(b: &crate::webdriver::Browser, base: &str, username: &str) {
+    b.goto(&format!("{base}/ui/login")).await;
+    b.fill("#username", username).await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#login").await;
+    b.wait_for("header .who").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caseworker_follows_a_case_in_the_browser() {
+async fn a_caseworker_files_and_follows_a_case_in_the_browser() {
     let env = setup().await;
     let base = base(&env);
     let driver = Driver::start().await;
     let b = driver.browser().await;
 
-    // Not logged in: the login page.
+    // Not logged in: the login page; a wrong password is refused.
     b.goto(&format!("{base}/ui")).await;
     assert!(b.url().await.ends_with("/ui/login"));
     b.screenshot(&screenshots().join("login.png")).await;
-
-    // A wrong password is refused with a message.
     b.fill("#username", "sato").await;
     b.fill("#password", "wrong password here").await;
     b.click("#login").await;
@@ -133,24 +148,65 @@ async fn a_caseworker_follows_a_case_in_the_browser() {
             .await
             .contains("パスワードが違います")
     );
-
-    b.fill("#username", "sato").await;
-    b.fill("#password", PASSWORD).await;
-    b.click("#login").await;
-    b.wait_for("#cases").await;
-    let title = b.title().await;
-    assert!(
-        title.starts_with("担当ケース"),
-        "{title} at {}",
-        b.url().await
-    );
+    log_in(&b, &base, "sato").await;
+    assert!(b.title().await.starts_with("担当ケース"));
     assert!(b.text("#cases").await.contains("R8-UI-0001"));
     b.screenshot(&screenshots().join("home.png")).await;
 
-    // The case page: the six inquiries, then the banks' answers and totals.
-    let case_url = format!("{base}/ui/cases/{}", env.case_id);
-    b.goto(&case_url).await;
+    // A new case: a birth date in the future is refused next to its field
+    // and nothing is filed; corrected, the case is created.
+    let before = open_cases(&env).await;
+    b.click("#nav-new-case").await;
+    b.wait_for("#case_number").await;
+    b.fill("#case_number", "R8-UI-0002").await;
+    b.fill("#kana_0", "すずき いちろう").await;
+    b.fill("#kanji_0", "鈴木 一郎").await;
+    b.set_value("#birth_0", "2199-01-01").await;
+    b.fill("#kana_1", "スズキ ハナコ").await;
+    b.set_value("#birth_1", "1975-06-06").await;
+    b.fill("#declared", "0009").await;
+    b.click("#create-case").await;
+    b.wait_for("#birth_0-error").await;
+    assert_eq!(
+        open_cases(&env).await,
+        before,
+        "a refused form files nothing"
+    );
+    b.screenshot(&screenshots().join("case-form-error.png"))
+        .await;
+    b.set_value("#birth_0", "1970-05-05").await;
+    b.click("#create-case").await;
+    b.wait_for("#new-request").await;
+    assert_eq!(open_cases(&env).await, before + 1);
+    assert!(b.text("#subjects").await.contains("スズキ イチロウ"));
+
+    // A request for both people at three banks: one found by searching,
+    // one declared by the applicant, one typed. Without a due date it is
+    // refused next to the field.
+    b.click("#new-request").await;
+    b.wait_for("#q").await;
+    b.fill("#q", "みずほ").await;
+    b.click("#search").await;
+    b.wait_for("input[name=institution][value='0001']").await;
+    b.click("input[name=institution][value='0001']").await;
+    b.click("input[name=institution][value='0009']").await;
+    b.fill("#codes", "0005").await;
+    b.set_value("#due_date", "").await;
+    b.screenshot(&screenshots().join("request-form.png")).await;
+    b.click("#submit-request").await;
+    b.wait_for("#due_date-error").await;
+    // The choices survive the refusal; with a due date the request goes.
+    b.set_value(
+        "#due_date",
+        &(shokai::casework::today() + chrono::Days::new(10)).to_string(),
+    )
+    .await;
+    b.click("#submit-request").await;
+    b.wait_for("#inquiries").await;
     assert_eq!(b.count("#inquiries tbody tr").await, 6);
+    let case_url = b.url().await.split('?').next().unwrap().to_owned();
+
+    // The mock banks answer; the page shows the balances and totals.
     let browser = &b;
     let case_url_ref = &case_url;
     eventually(
@@ -170,25 +226,68 @@ async fn a_caseworker_follows_a_case_in_the_browser() {
     let findings = b.text("#findings").await;
     assert!(findings.contains('¥'), "balances are shown: {findings}");
     let subjects = b.text("#subjects").await;
-    assert!(subjects.contains("ヤマダ タロウ") && subjects.contains("昭和36年4月2日"));
-    assert!(subjects.contains('¥'));
+    assert!(subjects.contains("昭和45年5月5日") && subjects.contains('¥'));
     b.screenshot(&screenshots().join("case.png")).await;
 
-    // Logging out ends the session: the case page asks for a login again.
+    // Logging out ends the session.
     b.click("header form button").await;
     b.wait_for("#login").await;
     b.goto(&case_url).await;
     assert!(b.url().await.ends_with("/ui/login"));
 
     // A caseworker of another office is refused the case.
-    b.fill("#username", "tanaka").await;
-    b.fill("#password", PASSWORD).await;
-    b.click("#login").await;
-    b.wait_for("header .who").await;
+    log_in(&b, &base, "tanaka").await;
     b.goto(&case_url).await;
     assert_eq!(b.text("#error-title").await, "権限がありません");
     b.screenshot(&screenshots().join("forbidden.png")).await;
     b.quit().await;
+
+    // An admin pauses a bank and sees its queue grow.
+    let admin = driver.browser().await;
+    log_in(&admin, &base, "kanri").await;
+    admin.click("#nav-queue").await;
+    admin.wait_for("#queue-0005").await;
+    admin.click("#pause-0005").await;
+    admin.wait_for("#queue-0005[data-paused='yes']").await;
+    let queued = |text: String| -> i64 {
+        text.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or(-1)
+    };
+    let before = queued(admin.text("#queue-0005 .queued").await);
+    let token = admin::create_token(&env.gateway.store, Role::Caseworker, "131016", "more")
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let case_id = case_url.rsplit('/').next().unwrap();
+    let resp = http
+        .post(format!("{}/requests", env.gateway.api_url()))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "ui-more")
+        .body(
+            json!({"case_id": case_id, "institutions": [{"code": "0005"}],
+                   "kinds": ["balance"],
+                   "due_date": (shokai::casework::today() + chrono::Days::new(7)).to_string()})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let admin_ref = &admin;
+    let queue_url = &format!("{base}/ui/admin/queue");
+    eventually(
+        "the paused bank's queue grows",
+        Duration::from_secs(20),
+        || async move {
+            admin_ref.goto(queue_url).await;
+            queued(admin_ref.text("#queue-0005 .queued").await) >= before + 2
+        },
+    )
+    .await;
+    admin.screenshot(&screenshots().join("queue.png")).await;
+    admin.quit().await;
     env.gateway.stop().await;
 }
 
@@ -277,6 +376,77 @@ async fn sessions_forms_and_logins_follow_the_rules() {
     let id = shokai::domain::ids::CaseId::parse(&env.case_id).unwrap();
     let after = &env.gateway.store.case_inquiries(&id).await.unwrap()[0];
     assert_ne!(after.state.as_str(), "cancelled");
+
+    // A request form without institutions is refused next to the field
+    // and files nothing.
+    let requests_before = env.gateway.store.case_requests(&id).await.unwrap().len();
+    let form = format!(
+        "csrf={csrf}&form_key=k1&subject={}&kind=balance&due_date={}",
+        env.gateway.store.case(&id).await.unwrap().unwrap().subjects[0].id,
+        shokai::casework::today() + chrono::Days::new(5)
+    );
+    let resp = http
+        .post(format!("{base}/ui/cases/{}/requests/new", env.case_id))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("id=\"institutions-error\"")
+    );
+    assert_eq!(
+        env.gateway.store.case_requests(&id).await.unwrap().len(),
+        requests_before
+    );
+
+    // The standing list: admins only; an unknown code is refused by the field.
+    let admin = session_cookie(&login(&http, &base, "kanri", PASSWORD).await);
+    let admin_page = http
+        .get(format!("{base}/ui/admin/standing-list"))
+        .header("cookie", &admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let admin_csrf = admin_page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let add = |code: &'static str| {
+        http.post(format!("{base}/ui/admin/standing-list/add"))
+            .header("cookie", &admin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={admin_csrf}&code={code}"))
+            .send()
+    };
+    let refused = add("1234").await.unwrap();
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().await.unwrap().contains("id=\"code-error\""));
+    assert_eq!(add("0001").await.unwrap().status(), 303);
+    let listed = env
+        .gateway
+        .store
+        .office_institutions("131016")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let caseworker_view = http
+        .get(format!("{base}/ui/admin/standing-list"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(caseworker_view.status(), 403);
 
     // Without a session, pages send the browser to the login page.
     let anon = http.get(format!("{base}/ui")).send().await.unwrap();

@@ -162,6 +162,18 @@ impl Browser {
         .await;
     }
 
+    /// Sets a field's value directly (date inputs take typed keys in the
+    /// browser's locale format, which a test should not depend on).
+    pub async fn set_value(&self, css: &str, value: &str) {
+        post(
+            &self.http,
+            &format!("{}/execute/sync", self.base),
+            json!({"script": "document.querySelector(arguments[0]).value = arguments[1];",
+                   "args": [css, value]}),
+        )
+        .await;
+    }
+
     pub async fn click(&self, css: &str) {
         let e = self.find(css).await;
         post(

@@ -29,3 +29,19 @@ CREATE TABLE login_failures (
     failures     BIGINT NOT NULL,
     window_start BIGINT NOT NULL
 );
+
+-- The institutions an applicant declared on the application (a quick pick
+-- on the request form).
+CREATE TABLE case_declared_institutions (
+    case_id          TEXT NOT NULL REFERENCES cases (id),
+    institution_code TEXT NOT NULL REFERENCES institutions (code),
+    PRIMARY KEY (case_id, institution_code)
+);
+
+-- Each office's standing list of local institutions to ask (調査先リスト),
+-- kept by an admin.
+CREATE TABLE office_institutions (
+    office           TEXT NOT NULL,
+    institution_code TEXT NOT NULL REFERENCES institutions (code),
+    PRIMARY KEY (office, institution_code)
+);

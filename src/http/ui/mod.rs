@@ -10,6 +10,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+mod admin;
+mod forms;
+
 use super::AppState;
 use crate::accounts::{self, AccountError};
 use crate::casework::{self, Actor, CaseworkError, FullCaseFile, Role};
@@ -30,7 +33,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/login", web::get().to(login_page))
                 .route("/login", web::post().to(login_submit))
                 .route("/logout", web::post().to(logout))
+                .route("/cases/new", web::get().to(forms::new_case_page))
+                .route("/cases/new", web::post().to(forms::new_case_submit))
                 .route("/cases/{id}", web::get().to(case_page))
+                .route(
+                    "/cases/{id}/requests/new",
+                    web::get().to(forms::new_request_page),
+                )
+                .route(
+                    "/cases/{id}/requests/new",
+                    web::post().to(forms::new_request_submit),
+                )
+                .route("/admin/queue", web::get().to(admin::queue_page))
+                .route(
+                    "/admin/institutions/{code}/{action}",
+                    web::post().to(admin::set_paused),
+                )
+                .route(
+                    "/admin/batches/{id}/retry",
+                    web::post().to(admin::retry_batch),
+                )
+                .route("/admin/standing-list", web::get().to(admin::standing_page))
+                .route(
+                    "/admin/standing-list/{action}",
+                    web::post().to(admin::standing_edit),
+                )
                 .route(
                     "/cases/{id}/department-inquiry",
                     web::post().to(department_inquiry),
@@ -233,6 +260,8 @@ fn role_label(role: Role) -> &'static str {
 
 /// What every page's header shows.
 struct Chrome {
+    can_file: bool,
+    is_admin: bool,
     display_name: String,
     role_label: &'static str,
     office: String,
@@ -246,6 +275,8 @@ fn chrome(s: &Session, req: &HttpRequest) -> Chrome {
         .and_then(|q| q.get("done").map(|d| flash_text(d)))
         .flatten();
     Chrome {
+        can_file: s.actor.role.can_file(),
+        is_admin: s.actor.role == Role::Admin,
         display_name: s.user.display_name.clone(),
         role_label: role_label(s.actor.role),
         office: s.actor.office.clone(),
@@ -265,6 +296,57 @@ fn flash_text(code: &str) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// The domain's refusal in Japanese, for the message next to a field. The
+/// domain speaks English with stable codes; the page translates the ones a
+/// form can meet and shows any other as it is.
+fn ja(e: &crate::domain::DomainError) -> String {
+    let m = e.message.as_str();
+    let fixed = [
+        ("birth_date is in the future", "生年月日が未来の日付です"),
+        ("birth_date is before 1900", "生年月日が1900年より前です"),
+        ("reference_date is in the future", "基準日が未来の日付です"),
+        (
+            "a period is only for transactions",
+            "期間は取引履歴を照会するときだけ入力してください",
+        ),
+        (
+            "the period's from is after its to",
+            "期間の開始が終了より後です",
+        ),
+        (
+            "the period ends in the future",
+            "期間の終了が未来の日付です",
+        ),
+        (
+            "the period is longer than ten years",
+            "期間が10年を超えています",
+        ),
+        ("due_date is in the past", "回答期限が過去の日付です"),
+        (
+            "due_date is more than a year ahead",
+            "回答期限が1年より先です",
+        ),
+    ];
+    if let Some((_, ja)) = fixed.iter().find(|(en, _)| m.ends_with(en)) {
+        return (*ja).to_owned();
+    }
+    match e.code {
+        "invalid_kana" => "カナ（ひらがな・カタカナ）で入力してください".to_owned(),
+        "invalid_text" if m.contains("must not be empty") => "入力してください".to_owned(),
+        "invalid_text" if m.contains("control characters") => {
+            "使えない文字が含まれています".to_owned()
+        }
+        "invalid_text" => match m.rsplit_once("at most ") {
+            Some((_, rest)) => format!(
+                "{}文字以内で入力してください",
+                rest.split_whitespace().next().unwrap_or("")
+            ),
+            None => m.to_owned(),
+        },
+        _ => m.to_owned(),
+    }
 }
 
 /// Date and time in JST, e.g. `2026-11-24 09:05`.
@@ -363,6 +445,44 @@ async fn login_submit(
                 },
             )
         }
+    }
+}
+
+/// A form body with repeated fields (checkbox lists), capped in size.
+struct FormData(Vec<(String, String)>);
+
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+impl FormData {
+    fn parse(body: &[u8]) -> Result<FormData, UiError> {
+        if body.len() > MAX_FORM_BYTES {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "入力が大きすぎます。",
+            ));
+        }
+        Ok(FormData(
+            form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ))
+    }
+
+    /// The field's first value, trimmed; empty when absent.
+    fn get(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
     }
 }
 
@@ -833,6 +953,24 @@ async fn acknowledge_alert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_refusals_read_in_japanese() {
+        use crate::domain::DomainError;
+        let e = |code, m: &str| ja(&DomainError::new(code, m));
+        assert_eq!(
+            e("invalid_date", "birth_date is in the future"),
+            "生年月日が未来の日付です"
+        );
+        assert_eq!(
+            e(
+                "invalid_text",
+                "kanji_name is 40 characters; at most 35 are allowed"
+            ),
+            "35文字以内で入力してください"
+        );
+        assert_eq!(e("other", "as it is"), "as it is");
+    }
 
     #[test]
     fn yen_has_separators() {
