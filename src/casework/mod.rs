@@ -2,10 +2,15 @@
 //! back with least privilege (an office sees only its own cases).
 
 mod departments;
+mod paper;
 
 pub use departments::{
     DepartmentRun, FullCaseFile, RequerySummary, TimelineEntry, department_inquiry, full_case_file,
     linkage_files, requery_open_cases,
+};
+pub use paper::{
+    ANSWER_CSV_HEADER, AccountFields, PaperAnswer, enter_answers, mark_letter_mailed,
+    paper_letters, paper_outcome, parse_answer_csv, read_letter,
 };
 
 use chrono::NaiveDate;

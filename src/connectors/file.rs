@@ -28,7 +28,7 @@ pub const HEADER: &str = "record_id,kind,kana_name,birth_date,effective_date,amo
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Splits one CSV line (RFC 4180 quoting, no line breaks inside fields).
-fn split_line(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_line(line: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut chars = line.chars().peekable();

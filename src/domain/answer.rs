@@ -90,6 +90,40 @@ pub struct Account {
     pub transactions: Vec<Transaction>,
 }
 
+impl Account {
+    /// An account entered by hand from a bank's paper reply, checked with
+    /// the rules the electronic answers follow.
+    pub fn from_paper(
+        branch: &str,
+        account_type: &str,
+        number: &str,
+        holder_kana: &str,
+        balance: i64,
+        as_of: NaiveDate,
+    ) -> Result<Account, DomainError> {
+        let holder = holder_kana.trim();
+        if holder.is_empty() || holder.chars().count() > super::kana::MAX_ZENGIN_LEN {
+            return Err(DomainError::new(
+                "invalid_holder",
+                format!(
+                    "the holder's name is 1 to {} characters",
+                    super::kana::MAX_ZENGIN_LEN
+                ),
+            ));
+        }
+        Ok(Account {
+            branch: BranchCode::parse(branch.trim())?,
+            account_type: AccountType::parse(account_type.trim())?,
+            number: parse_account_number(number.trim())?,
+            holder_kana: holder.to_owned(),
+            balance: Some(balance),
+            as_of: Some(as_of),
+            last_transaction: None,
+            transactions: Vec::new(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtherHolding {
     /// `COLL` (collateral) or `SAFE` (safekeeping).

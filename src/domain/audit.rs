@@ -27,6 +27,8 @@ pub enum AuditAction {
     AuditRead,
     Purge,
     DepartmentInquiry,
+    LetterRead,
+    LetterMailed,
 }
 
 impl AuditAction {
@@ -48,6 +50,8 @@ impl AuditAction {
         Self::AuditRead,
         Self::Purge,
         Self::DepartmentInquiry,
+        Self::LetterRead,
+        Self::LetterMailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +73,8 @@ impl AuditAction {
             Self::AuditRead => "audit.read",
             Self::Purge => "retention.purge",
             Self::DepartmentInquiry => "department.inquiry",
+            Self::LetterRead => "letter.read",
+            Self::LetterMailed => "letter.mailed",
         }
     }
 

@@ -14,6 +14,7 @@ mod cases;
 mod departments;
 mod feed;
 mod institutions;
+mod letters;
 mod migrate;
 mod overview;
 mod queue;
@@ -38,6 +39,7 @@ pub use departments::{
 };
 pub use feed::{ClaimedEvent, FeedCounts};
 pub use institutions::{Institution, InstitutionSettings};
+pub use letters::{Letter, LetterLine, LetterSummary};
 pub use overview::{InstitutionQueue, InstitutionRef};
 pub use queue::{
     AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueGauges, QueueStats, QueuedInstitution,

@@ -14,7 +14,7 @@ use crate::domain::breaker::{Admission, BreakerPolicy, BreakerState};
 use crate::domain::ids::{BatchId, ClaimToken, InquiryId, SubjectId};
 use crate::domain::kana::KanaName;
 use crate::domain::request::{InquiryForBatch, Period, Subject, kinds_from_text};
-use crate::domain::state::{BatchState, InquiryState};
+use crate::domain::state::{BatchState, Channel, InquiryState};
 use crate::domain::window::DeliveryWindow;
 use crate::domain::zengin::InstitutionCode;
 
@@ -833,17 +833,56 @@ impl Store {
         id: &BatchId,
         now: i64,
     ) -> Result<bool> {
+        self.acknowledge_off_line(
+            institution,
+            id,
+            Channel::Pull,
+            ("pulled", "pulled by the bank"),
+            now,
+        )
+        .await
+    }
+
+    /// Staff mailed a paper batch's letter: its inquiries are delivered, as
+    /// a push receipt would make them. Repeating it is harmless.
+    pub async fn mark_letter_mailed(
+        &self,
+        institution: &InstitutionCode,
+        id: &BatchId,
+        now: i64,
+    ) -> Result<bool> {
+        self.acknowledge_off_line(
+            institution,
+            id,
+            Channel::Paper,
+            ("mailed", "letter mailed"),
+            now,
+        )
+        .await
+    }
+
+    /// Acknowledges a batch that no dispatcher sends (pull or paper):
+    /// `how` is the attempt's outcome and the inquiries' history note.
+    async fn acknowledge_off_line(
+        &self,
+        institution: &InstitutionCode,
+        id: &BatchId,
+        channel: Channel,
+        how: (&str, &'static str),
+        now: i64,
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let done = q("UPDATE batches SET state = 'acknowledged', acknowledged_at = $1, updated_at = $1, \
                attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $1), \
                claim_token = NULL, lease_until = NULL \
                WHERE id = $2 AND institution_code = $3 AND state IN ('sealed', 'retry_wait', 'in_flight') \
-               AND institution_code IN (SELECT code FROM institutions WHERE channel = 'pull') \
+               AND institution_code IN (SELECT code FROM institutions WHERE channel = $4) \
                RETURNING attempts"
             .to_owned())
         .bind(now)
         .bind(id.as_str().to_owned())
         .bind(institution.as_str().to_owned())
+        .bind(channel.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(done) = done else {
@@ -870,7 +909,7 @@ impl Store {
                 token: ClaimToken::generate(),
                 started_at: now,
                 ended_at: now,
-                outcome: "pulled".into(),
+                outcome: how.0.into(),
                 http_status: None,
                 error: None,
             },
@@ -880,7 +919,7 @@ impl Store {
             from: InquiryState::Batched,
             to: InquiryState::Delivered,
             failure: None,
-            detail: Some("pulled by the bank"),
+            detail: Some(how.1),
         };
         self.move_batch_inquiries(&mut tx, id, m, now).await?;
         tx.commit().await?;

@@ -19,6 +19,7 @@ use crate::webdriver::Driver;
 
 const BANKS: &[&str] = &["0001", "0005", "0009"];
 const PASSWORD: &str = "correct horse battery staple";
+const PAPER_BANK: &str = "0017";
 
 fn screenshots() -> PathBuf {
     crate::support::repo_path("target/ui-screenshots")
@@ -59,6 +60,19 @@ async fn setup() -> Env {
         .await
         .unwrap();
     import_small_directory(&gateway.store).await;
+    // A bank still reached on paper.
+    gateway
+        .store
+        .import_directory(
+            &[shokai::domain::zengin::InstitutionRecord {
+                code: crate::support::code(PAPER_BANK),
+                name: "紙の銀行".into(),
+                kana: "カミノギンコウ".into(),
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
     let banks = start_mock_banks(&pki_dir, &gateway.answers_url(), BANKS).await;
     crate::support::connect_mock_banks(&gateway.store, &pki_dir, &banks.endpoints, (5, 2, 100))
         .await;
@@ -287,6 +301,103 @@ async fn a_caseworker_files_and_follows_a_case_in_the_browser() {
     )
     .await;
     admin.screenshot(&screenshots().join("queue.png")).await;
+
+    // The paper channel: a request to a bank reached on paper becomes a
+    // letter; the admin prints it, marks it mailed, and enters the answers
+    // by hand and from a CSV file.
+    let resp = http
+        .post(format!("{}/requests", env.gateway.api_url()))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "ui-paper")
+        .body(
+            json!({"case_id": case_id, "institutions": [{"code": PAPER_BANK}],
+                   "kinds": ["existence", "balance"],
+                   "due_date": (shokai::casework::today() + chrono::Days::new(21)).to_string()})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let letters_url = &format!("{base}/ui/admin/letters");
+    eventually(
+        "the paper request becomes a letter",
+        Duration::from_secs(20),
+        || async move {
+            admin_ref.goto(letters_url).await;
+            admin_ref.count(".letter-link").await == 1
+        },
+    )
+    .await;
+    admin.click(".letter-link").await;
+    admin.wait_for("#letter-subjects").await;
+    assert_eq!(admin.count("#letter-subjects tbody tr").await, 2);
+    let letter_text = admin.text("#letter").await;
+    assert!(letter_text.contains("生活保護法第29条") && letter_text.contains("スズキ イチロウ"));
+    admin.screenshot(&screenshots().join("letter.png")).await;
+    admin.click("#mark-mailed").await;
+    admin.wait_for(".answer-link").await;
+    let letter_url = admin.url().await.split('?').next().unwrap().to_owned();
+
+    // By hand: a 6-digit account number is refused by its field, then filed.
+    admin.click(".answer-link").await;
+    admin.wait_for("#outcome-found").await;
+    admin.click("#outcome-found").await;
+    admin.fill("#branch_0", "001").await;
+    admin.set_value("#type_0", "1").await;
+    admin.fill("#number_0", "123456").await;
+    admin.fill("#holder_0", "ｽｽﾞｷ ｲﾁﾛｳ").await;
+    admin.fill("#balance_0", "250,000").await;
+    admin.click("#save-answer").await;
+    admin.wait_for("#account_0-error").await;
+    admin.fill("#number_0", "1234567").await;
+    admin.click("#save-answer").await;
+    admin.wait_for("#letter").await;
+    assert_eq!(admin.count(".answer-link").await, 1);
+
+    // By CSV: the other person has no account at this bank.
+    let letter_id = letter_url.rsplit('/').next().unwrap();
+    let letter = env
+        .gateway
+        .store
+        .letter(&shokai::domain::ids::BatchId::parse(letter_id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let waiting = letter
+        .lines
+        .iter()
+        .find(|l| l.state.as_str() == "delivered")
+        .unwrap();
+    let csv = env._dir.path().join("answers.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "{}\n{},not_found,,,,,,,\n",
+            shokai::casework::ANSWER_CSV_HEADER,
+            waiting.inquiry
+        ),
+    )
+    .unwrap();
+    admin.send_keys("#answers-csv", csv.to_str().unwrap()).await;
+    admin.click("#upload-answers").await;
+    admin.wait_for("#letter").await;
+    assert_eq!(admin.count(".answer-link").await, 0);
+    let states: Vec<String> = env
+        .gateway
+        .store
+        .letter(&letter.summary.batch)
+        .await
+        .unwrap()
+        .unwrap()
+        .lines
+        .iter()
+        .map(|l| l.state.as_str().to_owned())
+        .collect();
+    let mut states = states;
+    states.sort();
+    assert_eq!(states, ["answered", "not_found"]);
     admin.quit().await;
     env.gateway.stop().await;
 }

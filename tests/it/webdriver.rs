@@ -174,6 +174,18 @@ impl Browser {
         .await;
     }
 
+    /// Types into a field without clearing it first (a file input takes a
+    /// path this way).
+    pub async fn send_keys(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        post(
+            &self.http,
+            &format!("{}/element/{}/value", self.base, e.id),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
     pub async fn click(&self, css: &str) {
         let e = self.find(css).await;
         post(

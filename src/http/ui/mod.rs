@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 mod admin;
 mod forms;
+mod paper;
 
 use super::AppState;
 use crate::accounts::{self, AccountError};
@@ -52,6 +53,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/admin/batches/{id}/retry",
                     web::post().to(admin::retry_batch),
+                )
+                .route("/admin/letters", web::get().to(paper::letters_page))
+                .route("/admin/letters/{id}", web::get().to(paper::letter_page))
+                .route(
+                    "/admin/letters/{id}/mailed",
+                    web::post().to(paper::mark_mailed),
+                )
+                .route(
+                    "/admin/letters/{id}/answers",
+                    web::post().to(paper::upload_answers),
+                )
+                .route(
+                    "/admin/letters/{id}/inquiries/{inquiry}/answer",
+                    web::get().to(paper::answer_form),
+                )
+                .route(
+                    "/admin/letters/{id}/inquiries/{inquiry}/answer",
+                    web::post().to(paper::answer_submit),
                 )
                 .route("/admin/standing-list", web::get().to(admin::standing_page))
                 .route(
