@@ -275,6 +275,109 @@ pub async fn edit_office_institutions(
     Ok(())
 }
 
+/// An institution's settings and the client certificates that name it.
+pub async fn institution_settings(
+    store: &Store,
+    actor: &Actor,
+    code: &InstitutionCode,
+) -> Result<(crate::store::Institution, Vec<(String, i64)>), CaseworkError> {
+    require_admin(actor)?;
+    let inst = store
+        .institution(code)
+        .await?
+        .ok_or_else(|| CaseworkError::NotFound(format!("institution {code}")))?;
+    Ok((inst, store.bank_certificates(code).await?))
+}
+
+/// Stores an institution's delivery settings after checking them (the
+/// same rules as `shokai institutions set`).
+pub async fn update_institution(
+    store: &Store,
+    actor: &Actor,
+    code: &InstitutionCode,
+    settings: &crate::store::InstitutionSettings,
+) -> Result<(), CaseworkError> {
+    require_admin(actor)?;
+    crate::admin::validate_settings(settings)
+        .map_err(|e| DomainError::new("invalid_settings", e.to_string()))?;
+    audit(
+        store,
+        actor,
+        AuditAction::InstitutionUpdate,
+        format!("institution:{code}"),
+        None,
+        None,
+    )
+    .await?;
+    store.update_institution_settings(code, settings).await?;
+    Ok(())
+}
+
+/// Registers a bank's client certificate (PEM): its fingerprint names the
+/// institution on the bank API from the next connection on.
+pub async fn add_institution_certificate(
+    store: &Store,
+    actor: &Actor,
+    code: &InstitutionCode,
+    pem: &str,
+) -> Result<String, CaseworkError> {
+    require_admin(actor)?;
+    let certs = crate::tls::parse_certs(pem, "client certificate")
+        .map_err(|e| DomainError::new("invalid_certificate", e.to_string()))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| DomainError::new("invalid_certificate", "the PEM holds no certificate"))?;
+    let fp = crate::tls::fingerprint(first.as_ref());
+    audit(
+        store,
+        actor,
+        AuditAction::InstitutionUpdate,
+        format!("institution:{code}"),
+        None,
+        None,
+    )
+    .await?;
+    store.add_bank_certificate(&fp, code).await?;
+    Ok(fp)
+}
+
+/// Every account, for admins.
+pub async fn users(
+    store: &Store,
+    actor: &Actor,
+) -> Result<Vec<crate::store::UserRecord>, CaseworkError> {
+    require_admin(actor)?;
+    Ok(store.users().await?)
+}
+
+/// Disables or enables an account (a disabled one's sessions end at once).
+pub async fn set_user_disabled(
+    store: &Store,
+    actor: &Actor,
+    username: &str,
+    disabled: bool,
+) -> Result<(), CaseworkError> {
+    require_admin(actor)?;
+    if actor.id == format!("user:{username}") && disabled {
+        return Err(CaseworkError::Conflict(
+            "an admin cannot disable their own account".into(),
+        ));
+    }
+    audit(
+        store,
+        actor,
+        AuditAction::UserChange,
+        format!("user:{username}"),
+        None,
+        None,
+    )
+    .await?;
+    store
+        .set_user_disabled(username, disabled.then(now_millis))
+        .await?;
+    Ok(())
+}
+
 /// The delivery queue per institution, for admins.
 pub async fn queue_overview(
     store: &Store,

@@ -29,6 +29,8 @@ pub enum AuditAction {
     DepartmentInquiry,
     LetterRead,
     LetterMailed,
+    InstitutionUpdate,
+    UserChange,
 }
 
 impl AuditAction {
@@ -52,6 +54,8 @@ impl AuditAction {
         Self::DepartmentInquiry,
         Self::LetterRead,
         Self::LetterMailed,
+        Self::InstitutionUpdate,
+        Self::UserChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +79,8 @@ impl AuditAction {
             Self::DepartmentInquiry => "department.inquiry",
             Self::LetterRead => "letter.read",
             Self::LetterMailed => "letter.mailed",
+            Self::InstitutionUpdate => "institution.update",
+            Self::UserChange => "user.change",
         }
     }
 

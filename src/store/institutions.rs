@@ -227,6 +227,24 @@ impl Store {
     }
 
     /// Registers a bank's client certificate fingerprint (SHA-256, hex).
+    /// The client certificates that name this institution, newest first.
+    pub async fn bank_certificates(
+        &self,
+        institution: &InstitutionCode,
+    ) -> Result<Vec<(String, i64)>> {
+        q(
+            "SELECT fingerprint, added_at FROM bank_client_certs WHERE institution_code = $1 \
+           ORDER BY added_at DESC"
+                .to_owned(),
+        )
+        .bind(institution.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((get_str(r, "fingerprint")?, get_i64(r, "added_at")?)))
+        .collect()
+    }
+
     pub async fn add_bank_certificate(
         &self,
         fingerprint: &str,

@@ -559,14 +559,112 @@ async fn sessions_forms_and_logins_follow_the_rules() {
         .unwrap();
     assert_eq!(caseworker_view.status(), 403);
 
+    // Institution settings: a push endpoint must be https; a refused form
+    // changes nothing, a good one is stored.
+    let post_form = |url: String, cookie: String, pairs: Vec<(&'static str, String)>| {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        http.post(url)
+            .header("cookie", cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let code = crate::support::code("0001");
+    let before = env.gateway.store.institution(&code).await.unwrap().unwrap();
+    let settings = |endpoint: &str, in_flight: &str| {
+        vec![
+            ("csrf", admin_csrf.clone()),
+            ("channel", "push".to_owned()),
+            ("endpoint", endpoint.to_owned()),
+            (
+                "server_ca",
+                before.settings.server_ca_pem.clone().unwrap_or_default(),
+            ),
+            ("max_batch_size", "5".to_owned()),
+            ("max_in_flight", in_flight.to_owned()),
+            ("batch_max_age_ms", "100".to_owned()),
+            ("window", String::new()),
+        ]
+    };
+    let url = format!("{base}/ui/admin/institutions/0001");
+    let endpoint = before.settings.endpoint_url.clone().unwrap();
+    let refused = post_form(
+        url.clone(),
+        admin.clone(),
+        settings("http://bank.example/inquiries", "99"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 422);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("id=\"endpoint-error\"") && html.contains("id=\"max_in_flight-error\""));
+    assert_eq!(
+        env.gateway.store.institution(&code).await.unwrap().unwrap(),
+        before
+    );
+    let saved = post_form(url, admin.clone(), settings(&endpoint, "3"))
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 303);
+    let after = env.gateway.store.institution(&code).await.unwrap().unwrap();
+    assert_eq!(after.settings.max_in_flight, 3);
+
+    // Users: a short password is refused by its field; a good account can
+    // log in until an admin disables it.
+    let user = |password: &str| {
+        vec![
+            ("csrf", admin_csrf.clone()),
+            ("username", "yamamoto".to_owned()),
+            ("display_name", "山本 三郎".to_owned()),
+            ("role", "supervisor".to_owned()),
+            ("office", "131016".to_owned()),
+            ("password", password.to_owned()),
+        ]
+    };
+    let users_url = format!("{base}/ui/admin/users");
+    let short = post_form(users_url.clone(), admin.clone(), user("short"))
+        .await
+        .unwrap();
+    assert_eq!(short.status(), 422);
+    assert!(
+        short
+            .text()
+            .await
+            .unwrap()
+            .contains("id=\"password-error\"")
+    );
+    assert!(env.gateway.store.user("yamamoto").await.unwrap().is_none());
+    let created = post_form(users_url, admin.clone(), user(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 303);
+    assert_eq!(
+        login(&http, &base, "yamamoto", PASSWORD).await.status(),
+        303
+    );
+    let disabled = post_form(
+        format!("{base}/ui/admin/users/yamamoto/disable"),
+        admin.clone(),
+        vec![("csrf", admin_csrf.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(disabled.status(), 303);
+    assert_eq!(
+        login(&http, &base, "yamamoto", PASSWORD).await.status(),
+        401
+    );
+
     // Without a session, pages send the browser to the login page.
     let anon = http.get(format!("{base}/ui")).send().await.unwrap();
     assert_eq!(anon.status(), 303);
     assert_eq!(anon.headers()["location"], "/ui/login");
 
-    // Five wrong passwords lock the username for the window, even for the
-    // right password.
-    for _ in 0..accounts::MAX_FAILURES {
+    // Five failed logins from one address lock it for the window, even for
+    // the right password: the disabled account's attempt above was one.
+    for _ in 1..accounts::MAX_FAILURES {
         assert_eq!(
             login(&http, &base, "kanri", "not the password!")
                 .await

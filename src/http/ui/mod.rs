@@ -13,6 +13,7 @@ use serde::Deserialize;
 mod admin;
 mod forms;
 mod paper;
+mod settings;
 
 use super::AppState;
 use crate::accounts::{self, AccountError};
@@ -46,6 +47,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::post().to(forms::new_request_submit),
                 )
                 .route("/admin/queue", web::get().to(admin::queue_page))
+                // Before `{code}/{action}`, which would take it otherwise.
+                .route(
+                    "/admin/institutions/{code}/certificates",
+                    web::post().to(settings::add_certificate),
+                )
                 .route(
                     "/admin/institutions/{code}/{action}",
                     web::post().to(admin::set_paused),
@@ -71,6 +77,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/admin/letters/{id}/inquiries/{inquiry}/answer",
                     web::post().to(paper::answer_submit),
+                )
+                .route(
+                    "/admin/institutions",
+                    web::get().to(settings::institutions_page),
+                )
+                .route(
+                    "/admin/institutions/{code}",
+                    web::get().to(settings::institution_form),
+                )
+                .route(
+                    "/admin/institutions/{code}",
+                    web::post().to(settings::institution_submit),
+                )
+                .route("/admin/users", web::get().to(settings::users_page))
+                .route("/admin/users", web::post().to(settings::create_user))
+                .route(
+                    "/admin/users/{username}/{action}",
+                    web::post().to(settings::set_user_disabled),
                 )
                 .route("/admin/standing-list", web::get().to(admin::standing_page))
                 .route(
