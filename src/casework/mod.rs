@@ -398,6 +398,16 @@ pub async fn open_cases(
     Ok(store.case_summaries(office, today(), limit).await?)
 }
 
+/// Unacknowledged alerts on the open cases the actor may see.
+pub async fn open_alerts(
+    store: &Store,
+    actor: &Actor,
+    limit: i64,
+) -> Result<Vec<(CaseId, String, AlertRecord)>, CaseworkError> {
+    let office = (actor.role != Role::Admin).then_some(actor.office.as_str());
+    Ok(store.open_alerts(office, limit).await?)
+}
+
 pub async fn read_case(
     store: &Store,
     actor: &Actor,

@@ -497,6 +497,44 @@ impl Store {
             .collect()
     }
 
+    /// Alerts nobody has acknowledged on open cases, newest first, of one
+    /// office or of all: `(case, case number, alert)`.
+    pub async fn open_alerts(
+        &self,
+        office: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(CaseId, String, AlertRecord)>> {
+        let filter = if office.is_some() {
+            "AND c.office = $2"
+        } else {
+            ""
+        };
+        let mut query = q(format!(
+            "SELECT a.id, a.case_id, c.case_number, a.kind, a.inquiry_id, a.detail, a.created_at, \
+               a.acknowledged_at, a.acknowledged_by, a.department, a.subject_id, a.record_kind, \
+               a.field, a.before_value, a.after_value, a.effective_date, a.suggested_action \
+             FROM case_alerts a JOIN cases c ON c.id = a.case_id \
+             WHERE a.acknowledged_at IS NULL AND c.closed_at IS NULL {filter} \
+             ORDER BY a.created_at DESC, a.id DESC LIMIT $1"
+        ))
+        .bind(limit);
+        if let Some(o) = office {
+            query = query.bind(o.to_owned());
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    CaseId::from_trusted(get_str(r, "case_id")?),
+                    get_str(r, "case_number")?,
+                    alert_from_row(r)?,
+                ))
+            })
+            .collect()
+    }
+
     /// A case's requests with their inquiries, oldest first.
     pub async fn case_requests(&self, case: &CaseId) -> Result<Vec<RequestView>> {
         let ids =
@@ -641,20 +679,7 @@ impl Store {
         .bind(case.as_str().to_owned())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AlertRecord {
-                    id: get_i64(r, "id")?,
-                    kind: get_str(r, "kind")?,
-                    inquiry_id: get_opt_str(r, "inquiry_id")?.map(InquiryId::from_trusted),
-                    detail: get_str(r, "detail")?,
-                    created_at: get_i64(r, "created_at")?,
-                    acknowledged_at: get_opt_i64(r, "acknowledged_at")?,
-                    acknowledged_by: get_opt_str(r, "acknowledged_by")?,
-                    change: alert_change(r)?,
-                })
-            })
-            .collect()
+        rows.iter().map(alert_from_row).collect()
     }
 
     pub async fn acknowledge_alert(
@@ -707,6 +732,19 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn alert_from_row(r: &AnyRow) -> Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: get_i64(r, "id")?,
+        kind: get_str(r, "kind")?,
+        inquiry_id: get_opt_str(r, "inquiry_id")?.map(InquiryId::from_trusted),
+        detail: get_str(r, "detail")?,
+        created_at: get_i64(r, "created_at")?,
+        acknowledged_at: get_opt_i64(r, "acknowledged_at")?,
+        acknowledged_by: get_opt_str(r, "acknowledged_by")?,
+        change: alert_change(r)?,
+    })
 }
 
 fn alert_change(r: &AnyRow) -> Result<Option<AlertChange>> {

@@ -97,6 +97,17 @@ async fn setup() -> Env {
     )
     .await;
     assert_eq!(s, 201, "{case}");
+    // Decided yesterday: every answer that comes now raises a reopen alert.
+    let yesterday = (shokai::casework::today() - chrono::Days::new(1)).to_string();
+    let (s, _) = crate::support::api_call(
+        &http,
+        &token,
+        reqwest::Method::PUT,
+        format!("{api}/cases/{}/decision", case["id"].as_str().unwrap()),
+        Some(json!({"decision_date": yesterday})),
+    )
+    .await;
+    assert_eq!(s, 200);
     let due = (shokai::casework::today() + chrono::Days::new(14)).to_string();
     let resp = http
         .post(format!("{api}/requests"))
@@ -165,6 +176,19 @@ async fn a_caseworker_files_and_follows_a_case_in_the_browser() {
     log_in(&b, &base, "sato").await;
     assert!(b.title().await.starts_with("担当ケース"));
     assert!(b.text("#cases").await.contains("R8-UI-0001"));
+    // The answers to the decided case raise alerts, listed on the home page.
+    let home = &format!("{base}/ui");
+    let browser = &b;
+    eventually(
+        "open alerts on the home page",
+        Duration::from_secs(30),
+        || async move {
+            browser.goto(home).await;
+            browser.count("#open-alerts tbody tr").await > 0
+        },
+    )
+    .await;
+    assert!(b.text("#open-alerts").await.contains("R8-UI-0001"));
     b.screenshot(&screenshots().join("home.png")).await;
 
     // A new case: a birth date in the future is refused next to its field

@@ -564,20 +564,48 @@ struct CaseLine {
     created: String,
 }
 
+struct HomeAlert {
+    case_id: String,
+    case_number: String,
+    created: String,
+    detail: String,
+    action: String,
+}
+
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage {
     chrome: Chrome,
+    alerts: Vec<HomeAlert>,
     cases: Vec<CaseLine>,
+}
+
+/// What an alert suggests, in Japanese.
+fn alert_action(a: &crate::store::AlertRecord) -> String {
+    a.change
+        .as_ref()
+        .map(|c| c.suggested_action.text_ja().to_owned())
+        .unwrap_or_else(|| "決定後に回答が届きました。決定を見直してください".to_owned())
 }
 
 async fn home(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, UiError> {
     let s = session(&req, &state).await?;
     let cases = casework::open_cases(&state.store, &s.actor, 500).await?;
+    let alerts = casework::open_alerts(&state.store, &s.actor, 50).await?;
     Ok(render(
         StatusCode::OK,
         &HomePage {
             chrome: chrome(&s, &req),
+            alerts: alerts
+                .into_iter()
+                .map(|(case, number, a)| HomeAlert {
+                    case_id: case.to_string(),
+                    case_number: number,
+                    created: jst_time(a.created_at),
+                    action: alert_action(&a),
+                    detail: a.detail,
+                })
+                .collect(),
             cases: cases
                 .into_iter()
                 .map(|c| CaseLine {
@@ -870,11 +898,7 @@ fn case_view(
             id: a.id,
             created: jst_time(a.created_at),
             detail: a.detail.clone(),
-            action: a
-                .change
-                .as_ref()
-                .map(|c| c.suggested_action.text_ja().to_owned())
-                .unwrap_or_else(|| "決定後に回答が届きました。決定を見直してください".to_owned()),
+            action: alert_action(a),
             acknowledged: a
                 .acknowledged_at
                 .map(|at| format!("確認済 {}", jst_time(at))),
