@@ -266,6 +266,15 @@ pub async fn edit_office_institutions(
     add: bool,
 ) -> Result<(), CaseworkError> {
     require_admin(actor)?;
+    audit(
+        store,
+        actor,
+        AuditAction::InstitutionUpdate,
+        format!("office:{}:institution:{code}", actor.office),
+        None,
+        None,
+    )
+    .await?;
     if add {
         known_institutions(store, std::slice::from_ref(code)).await?;
         store.add_office_institution(&actor.office, code).await?;
@@ -348,6 +357,28 @@ pub async fn users(
 ) -> Result<Vec<crate::store::UserRecord>, CaseworkError> {
     require_admin(actor)?;
     Ok(store.users().await?)
+}
+
+/// An admin adds an account; the trail records who added whom.
+pub async fn create_user(
+    store: &Store,
+    actor: &Actor,
+    user: crate::accounts::NewUser,
+) -> Result<Result<crate::store::UserRecord, crate::accounts::AccountError>, CaseworkError> {
+    require_admin(actor)?;
+    let created = crate::accounts::create_user(store, user).await;
+    if let Ok(u) = &created {
+        audit(
+            store,
+            actor,
+            AuditAction::UserChange,
+            format!("user:{}", u.username),
+            None,
+            None,
+        )
+        .await?;
+    }
+    Ok(created)
 }
 
 /// Disables or enables an account (a disabled one's sessions end at once).

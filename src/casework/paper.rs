@@ -10,6 +10,7 @@ use crate::domain::answer::{Account, Answer, Outcome};
 use crate::domain::audit::{AuditAction, AuditEntry};
 use crate::domain::ids::{BatchId, InquiryId};
 use crate::domain::request::DEFAULT_LEGAL_BASIS;
+use crate::domain::state::InquiryState;
 use crate::domain::time::{now_millis, parse_date};
 use crate::store::{ApplyOutcome, Letter, LetterSummary, Store};
 
@@ -93,11 +94,32 @@ pub async fn enter_answers(
         .letter(letter)
         .await?
         .ok_or_else(|| CaseworkError::NotFound(format!("letter {letter}")))?;
+    // A letter that was not mailed has not asked anybody yet.
+    if found.summary.state != crate::domain::state::BatchState::Acknowledged {
+        return Err(CaseworkError::Conflict(format!(
+            "letter {letter} is not marked mailed yet"
+        )));
+    }
+    // Everything is checked before anything is filed, so a bad upload
+    // changes nothing.
     for a in &answers {
-        if !found.lines.iter().any(|l| l.inquiry == a.inquiry) {
+        let Some(line) = found.lines.iter().find(|l| l.inquiry == a.inquiry) else {
             return Err(DomainError::new(
                 "unknown_inquiry",
                 format!("inquiry {} is not in this letter", a.inquiry),
+            )
+            .into());
+        };
+        if !matches!(
+            line.state,
+            InquiryState::Delivered
+                | InquiryState::Answered
+                | InquiryState::NotFound
+                | InquiryState::Refused
+        ) {
+            return Err(DomainError::new(
+                "not_answerable",
+                format!("inquiry {} is {}", a.inquiry, line.state.as_str()),
             )
             .into());
         }

@@ -149,34 +149,35 @@ impl Store {
         Ok(())
     }
 
-    /// Failed logins for `key` in the window that is still running at `now`.
-    pub async fn login_failures(&self, key: &str, now: i64, window_ms: i64) -> Result<i64> {
-        let row = q("SELECT failures FROM login_failures \
-             WHERE throttle_key = $1 AND window_start > $2"
-            .to_owned())
-        .bind(key.to_owned())
-        .bind(now - window_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| get_i64(&r, "failures"))
-            .transpose()
-            .map(Option::unwrap_or_default)
-    }
-
-    /// Counts one failed login for `key`; an expired window starts anew.
-    pub async fn record_login_failure(&self, key: &str, now: i64, window_ms: i64) -> Result<()> {
-        q(
+    /// Counts one login attempt against `key` before its password is
+    /// checked, and returns the count in the window: concurrent attempts
+    /// cannot all pass a read taken before any of them is counted. An
+    /// expired window starts anew.
+    pub async fn count_login_attempt(&self, key: &str, now: i64, window_ms: i64) -> Result<i64> {
+        let row = q(
             "INSERT INTO login_failures (throttle_key, failures, window_start) VALUES ($1, 1, $2) \
              ON CONFLICT (throttle_key) DO UPDATE SET \
              failures = CASE WHEN login_failures.window_start > $3 \
                THEN login_failures.failures + 1 ELSE 1 END, \
              window_start = CASE WHEN login_failures.window_start > $3 \
-               THEN login_failures.window_start ELSE $2 END"
+               THEN login_failures.window_start ELSE $2 END \
+             RETURNING failures"
                 .to_owned(),
         )
         .bind(key.to_owned())
         .bind(now)
         .bind(now - window_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        get_i64(&row, "failures")
+    }
+
+    /// Takes back one counted attempt (it succeeded).
+    pub async fn uncount_login_attempt(&self, key: &str) -> Result<()> {
+        q("UPDATE login_failures SET failures = failures - 1 \
+             WHERE throttle_key = $1 AND failures > 0"
+            .to_owned())
+        .bind(key.to_owned())
         .execute(&self.pool)
         .await?;
         Ok(())

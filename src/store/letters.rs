@@ -49,7 +49,10 @@ pub struct Letter {
     pub lines: Vec<LetterLine>,
 }
 
-const SUMMARY: &str = "SELECT b.id, b.institution_code, s.name, b.state, b.inquiry_count, \
+// A cancelled inquiry is not printed: the bank is not asked about it.
+const SUMMARY: &str = "SELECT b.id, b.institution_code, s.name, b.state, \
+     (SELECT COUNT(*) FROM inquiries i WHERE i.batch_id = b.id AND i.state <> 'cancelled') \
+       AS inquiry_count, \
      b.created_at, b.acknowledged_at, \
      (SELECT COUNT(*) FROM inquiries i WHERE i.batch_id = b.id \
         AND i.state IN ('batched', 'delivered')) AS waiting \
@@ -100,7 +103,8 @@ impl Store {
              s.kanji_name, s.birth_date, s.address, r.kinds, r.reference_date, r.period_from, \
              r.period_to, r.legal_basis FROM inquiries i \
              JOIN subjects s ON s.id = i.subject_id JOIN requests r ON r.id = i.request_id \
-             JOIN cases c ON c.id = i.case_id WHERE i.batch_id = $1 ORDER BY s.kana_name, i.id"
+             JOIN cases c ON c.id = i.case_id WHERE i.batch_id = $1 AND i.state <> 'cancelled' \
+             ORDER BY s.kana_name, i.id"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())

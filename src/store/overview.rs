@@ -52,7 +52,8 @@ pub struct InstitutionQueue {
     /// From filing to the first answer, over the last 30 days.
     pub answer_p50_ms: Option<i64>,
     pub answer_p95_ms: Option<i64>,
-    /// Answered (any outcome) of those delivered in the last 30 days.
+    /// Of the inquiries filed in the last 30 days that are finished or past
+    /// due, the share that has an answer (any outcome).
     pub response_rate: Option<f64>,
 }
 
@@ -74,12 +75,15 @@ impl Store {
         kana: Option<&str>,
         limit: i64,
     ) -> Result<Vec<InstitutionRef>> {
+        // The query is text, not a pattern: its % and _ match themselves.
+        let escape = |t: &str| t.replace('!', "!!").replace('%', "!%").replace('_', "!_");
         let rows = q("SELECT code, name, kana FROM institutions \
-             WHERE code LIKE $1 || '%' OR name LIKE '%' || $1 || '%' OR kana LIKE '%' || $2 || '%' \
-             ORDER BY code LIMIT $3"
+             WHERE code LIKE $1 || '%' ESCAPE '!' \
+             OR lower(name) LIKE '%' || lower($1) || '%' ESCAPE '!' \
+             OR kana LIKE '%' || $2 || '%' ESCAPE '!' ORDER BY code LIMIT $3"
             .to_owned())
-        .bind(query.to_owned())
-        .bind(kana.unwrap_or(query).to_owned())
+        .bind(escape(query))
+        .bind(escape(kana.unwrap_or(query)))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -235,21 +239,19 @@ impl Store {
                 line.oldest_waiting_ms = Some(line.oldest_waiting_ms.map_or(age, |a| a.max(age)));
             }
         }
-        let batches = q(
-            "SELECT institution_code, COUNT(*) AS dead, MAX(last_error) AS last_error \
-             FROM batches WHERE state = 'dead' GROUP BY institution_code"
-                .to_owned(),
-        )
+        let dead = q("SELECT institution_code, COUNT(*) AS dead FROM batches \
+             WHERE state = 'dead' GROUP BY institution_code"
+            .to_owned())
         .fetch_all(&self.pool)
         .await?;
-        for r in &batches {
+        for r in &dead {
             if let Some(line) = by_code.get_mut(&get_str(r, "institution_code")?) {
                 line.dead_batches = get_i64(r, "dead")?;
-                line.last_error = get_opt_str(r, "last_error")?;
             }
         }
+        // Oldest first, so the newest error is the one that stays.
         let errors = q("SELECT institution_code, last_error FROM batches \
-             WHERE last_error IS NOT NULL AND state IN ('retry_wait', 'in_flight') \
+             WHERE last_error IS NOT NULL AND state IN ('dead', 'retry_wait', 'in_flight') \
              ORDER BY updated_at"
             .to_owned())
         .fetch_all(&self.pool)
@@ -277,12 +279,17 @@ impl Store {
                 .or_default()
                 .push(get_i64(r, "waited")?);
         }
+        // Of the inquiries filed in the window that should have an answer by
+        // now (finished, or past their due date), the share that has one.
         let delivered = q("SELECT institution_code, COUNT(*) AS n, \
              SUM(CASE WHEN state IN ('answered', 'not_found', 'refused') THEN 1 ELSE 0 END) AS done \
-             FROM inquiries WHERE created_at >= $1 AND state <> 'cancelled' \
-             AND state NOT IN ('queued', 'batched') GROUP BY institution_code"
+             FROM inquiries WHERE created_at >= $1 \
+             AND (state IN ('answered', 'not_found', 'refused', 'failed') \
+                  OR (state IN ('batched', 'delivered') AND due_date < $2)) \
+             GROUP BY institution_code"
             .to_owned())
         .bind(since)
+        .bind(today.to_string())
         .fetch_all(&self.pool)
         .await?;
         for r in &delivered {

@@ -146,6 +146,19 @@ impl Browser {
         }
     }
 
+    /// Waits until the address contains `part` (a form's redirect landed).
+    pub async fn wait_url(&self, part: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still at {url}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn fill(&self, css: &str, text: &str) {
         let e = self.find(css).await;
         post(

@@ -47,6 +47,9 @@ struct DeadLine {
 #[template(path = "queue.html")]
 struct QueuePage {
     chrome: Chrome,
+    /// `?refresh=off` stops the page reloading itself (for printing, or a
+    /// test reading it).
+    refresh: bool,
     now: String,
     rows: Vec<QueueLine>,
     dead: Vec<DeadLine>,
@@ -81,6 +84,7 @@ pub(super) async fn queue_page(
     Ok(render(
         StatusCode::OK,
         &QueuePage {
+            refresh: !req.query_string().contains("refresh=off"),
             chrome: chrome(&s, &req),
             now: jst_time(now_millis()),
             rows: rows

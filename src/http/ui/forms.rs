@@ -294,12 +294,14 @@ async fn request_page(
     query: &str,
     form: Option<&FormData>,
 ) -> Result<NewRequestPage, UiError> {
-    let record = state
-        .store
-        .case(case)
-        .await
-        .map_err(CaseworkError::from)?
-        .ok_or_else(case_not_found)?;
+    // The form shows the people's names: an office-checked, recorded read.
+    if !s.actor.role.can_file() {
+        return Err(super::refuse(
+            StatusCode::FORBIDDEN,
+            "この役割では照会を作成できません。",
+        ));
+    }
+    let record = casework::read_case(&state.store, &s.actor, case).await?;
     let declared = casework::declared_institutions(&state.store, &s.actor, case).await?;
     let standing = casework::office_institutions(&state.store, &s.actor).await?;
     let found = casework::search_institutions(&state.store, query).await?;

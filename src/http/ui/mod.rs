@@ -66,9 +66,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     "/admin/letters/{id}/mailed",
                     web::post().to(paper::mark_mailed),
                 )
-                .route(
-                    "/admin/letters/{id}/answers",
-                    web::post().to(paper::upload_answers),
+                // Uploads are larger than forms: their own cap (the handler checks it too).
+                .service(
+                    web::resource("/admin/letters/{id}/answers")
+                        .app_data(web::PayloadConfig::new(paper::MAX_UPLOAD_BYTES))
+                        .route(web::post().to(paper::upload_answers)),
                 )
                 .route(
                     "/admin/letters/{id}/inquiries/{inquiry}/answer",
@@ -266,6 +268,17 @@ async fn session(req: &HttpRequest, state: &AppState) -> Result<Session, UiError
     }
 }
 
+/// When the browser says where a form came from, it must be this site.
+fn same_origin(req: &HttpRequest) -> bool {
+    match req.headers().get("origin").and_then(|o| o.to_str().ok()) {
+        None => true,
+        Some(origin) => {
+            let info = req.connection_info();
+            origin == format!("{}://{}", info.scheme(), info.host())
+        }
+    }
+}
+
 /// Form posts must carry the session's CSRF token and, when the browser
 /// says where the form came from, come from this site.
 fn check_form(req: &HttpRequest, session: &Session, csrf: &str) -> Result<(), UiError> {
@@ -275,14 +288,7 @@ fn check_form(req: &HttpRequest, session: &Session, csrf: &str) -> Result<(), Ui
             .zip(session.csrf.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    let origin_ok = match req.headers().get("origin").and_then(|o| o.to_str().ok()) {
-        None => true,
-        Some(origin) => {
-            let info = req.connection_info();
-            origin == format!("{}://{}", info.scheme(), info.host())
-        }
-    };
-    if token_ok && origin_ok {
+    if token_ok && same_origin(req) {
         Ok(())
     } else {
         Err(refuse(
@@ -337,6 +343,14 @@ fn flash_text(code: &str) -> Option<&'static str> {
         "inquired_partial" => {
             "庁内総合照会を実行しましたが、一部の部署から回答がありませんでした。"
         }
+        "created" => "ケースを登録しました。",
+        "requested" => "照会を登録しました。順次、金融機関へ送信されます。",
+        "paused" => "送信を停止しました。",
+        "resumed" => "送信を再開しました。",
+        "retried" => "バッチを再送します。",
+        "saved" => "保存しました。",
+        "mailed" => "郵送済にしました。照会は回答待ちになりました。",
+        "answered" => "回答を登録しました。",
         _ => return None,
     })
 }
@@ -441,6 +455,14 @@ async fn login_submit(
     state: web::Data<AppState>,
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
+    // No session yet, so no CSRF token: a login posted from another site
+    // (to log the victim into the attacker's account) is refused by Origin.
+    if !same_origin(&req) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "このページからはログインできません。",
+        );
+    }
     let client = req
         .peer_addr()
         .map(|a| a.ip().to_string())

@@ -138,7 +138,9 @@ fn letter_view(s: &super::Session, req: &HttpRequest, letter: &Letter) -> Letter
         chrome: chrome(s, req),
         batch_id: letter.summary.batch.to_string(),
         institution_name: letter.summary.institution_name.clone(),
-        letter_no: format!("照会第 {} 号", &letter.summary.batch.as_str()[..12]),
+        // The id's random tail: its head is a timestamp, shared by batches
+        // sealed in the same millisecond.
+        letter_no: format!("照会第 {} 号", &letter.summary.batch.as_str()[20..]),
         dated: wareki(crate::domain::time::jst_date(
             letter.summary.mailed_at.unwrap_or_else(now_millis),
         )),
@@ -415,6 +417,11 @@ fn multipart(content_type: &str, body: &[u8]) -> Option<Upload> {
         .split(';')
         .find_map(|p| p.trim().strip_prefix("boundary="))?
         .trim_matches('"');
+    // RFC 2046 boundaries are 1 to 70 characters; this also bounds the
+    // cost of searching for them.
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
     let delimiter = format!("--{boundary}");
     let mut fields = Vec::new();
     let mut file = None;
@@ -431,12 +438,16 @@ fn multipart(content_type: &str, body: &[u8]) -> Option<Upload> {
         let split = find(part, b"\r\n\r\n")?;
         let headers = std::str::from_utf8(&part[..split]).ok()?;
         let content = &part[split + 4..];
-        let name = headers
+        let disposition = headers
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .unwrap_or("");
+        let name = disposition
             .split(';')
             .find_map(|h| h.trim().strip_prefix("name="))
             .map(|n| n.trim_matches('"').to_owned())
             .unwrap_or_default();
-        if headers.contains("filename=") {
+        if disposition.contains("filename=") {
             file = Some(content.to_vec());
         } else {
             fields.push((name, String::from_utf8_lossy(content).into_owned()));
@@ -453,7 +464,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-const MAX_UPLOAD_BYTES: usize = 2 * 1024 * 1024;
+pub(super) const MAX_UPLOAD_BYTES: usize = 2 * 1024 * 1024;
 
 pub(super) async fn upload_answers(
     req: HttpRequest,
@@ -524,5 +535,13 @@ Content-Type: text/csv\r\n\r\nh1,h2\r\n1,2\r\n\r\n--XyZ--\r\n";
         assert_eq!(up.file, b"h1,h2\r\n1,2\r\n");
         assert!(multipart("text/plain", body).is_none());
         assert!(multipart("multipart/form-data; boundary=XyZ", b"garbage").is_none());
+        // A text part with its own Content-Type line keeps its name.
+        let typed = b"--B\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\
+Content-Type: text/plain\r\n\r\nabc\r\n--B\r\nContent-Disposition: form-data; \
+name=\"file\"; filename=\"a.csv\"\r\n\r\nx\r\n--B--\r\n";
+        let up = multipart("multipart/form-data; boundary=B", typed).unwrap();
+        assert_eq!(up.fields, vec![("csrf".to_owned(), "abc".to_owned())]);
+        let long = format!("multipart/form-data; boundary={}", "b".repeat(71));
+        assert!(multipart(&long, typed).is_none());
     }
 }

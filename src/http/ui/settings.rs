@@ -11,7 +11,7 @@ use super::{
     AppState, Chrome, FormData, UiError, check_form, chrome, jst_time, redirect, refuse, render,
     role_label, session,
 };
-use crate::accounts::{self, AccountError, NewUser};
+use crate::accounts::{AccountError, NewUser};
 use crate::casework::{self, CaseworkError, Role};
 use crate::domain::state::Channel;
 use crate::domain::window::DeliveryWindow;
@@ -412,8 +412,9 @@ pub(super) async fn create_user(
         page.form_error = Some("役割を選んでください".to_owned());
         return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
     };
-    let created = accounts::create_user(
+    let created = casework::create_user(
         &state.store,
+        &s.actor,
         NewUser {
             username: page.username.clone(),
             display_name: page.display_name.clone(),
@@ -428,7 +429,7 @@ pub(super) async fn create_user(
             office: page.office.clone(),
         },
     )
-    .await;
+    .await?;
     match created {
         Ok(u) => {
             tracing::info!(user = %u.username, by = %s.actor.id, "user created");
