@@ -7,8 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use super::{
-    AppState, Chrome, FormData, UiError, check_form, chrome, jst_time, redirect, refuse, render,
-    session,
+    AppState, Chrome, UiError, chrome, jst_time, posted_form, redirect, refuse, render, session,
 };
 use crate::casework;
 use crate::domain::ids::BatchId;
@@ -137,9 +136,7 @@ pub(super) async fn set_paused(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, _) = posted_form(&req, &state, &body).await?;
     let code = InstitutionCode::parse(&path.0)
         .map_err(|_| refuse(StatusCode::NOT_FOUND, "その金融機関は見つかりません。"))?;
     let paused = match path.1.as_str() {
@@ -162,9 +159,7 @@ pub(super) async fn retry_batch(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, _) = posted_form(&req, &state, &body).await?;
     let id = BatchId::parse(&id)
         .map_err(|_| refuse(StatusCode::NOT_FOUND, "そのバッチは見つかりません。"))?;
     casework::retry_dead_batch(&state.store, &s.actor, &id).await?;
@@ -232,9 +227,7 @@ pub(super) async fn standing_edit(
     action: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, form) = posted_form(&req, &state, &body).await?;
     let add = match action.as_str() {
         "add" => true,
         "remove" => false,

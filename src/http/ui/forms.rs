@@ -11,7 +11,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use super::{
-    AppState, Chrome, FormData, UiError, case_not_found, check_form, chrome, ja, redirect, render,
+    AppState, Chrome, FormData, UiError, case_not_found, chrome, ja, posted_form, redirect, render,
     session,
 };
 use crate::casework::{self, CaseworkError, today};
@@ -113,9 +113,7 @@ pub(super) async fn new_case_submit(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, form) = posted_form(&req, &state, &body).await?;
     let mut page = NewCasePage {
         chrome: chrome(&s, &req),
         form_error: None,
@@ -438,9 +436,7 @@ pub(super) async fn new_request_submit(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, form) = posted_form(&req, &state, &body).await?;
     let id = CaseId::parse(&id).map_err(|_| case_not_found())?;
     let mut page = request_page(&state, &s, &req, &id, "", Some(&form)).await?;
 

@@ -268,6 +268,19 @@ async fn session(req: &HttpRequest, state: &AppState) -> Result<Session, UiError
     }
 }
 
+/// The session and the form of a POST, its CSRF token checked: what every
+/// form handler starts with, before it reads or changes anything.
+async fn posted_form(
+    req: &HttpRequest,
+    state: &AppState,
+    body: &[u8],
+) -> Result<(Session, FormData), UiError> {
+    let s = session(req, state).await?;
+    let form = FormData::parse(body)?;
+    check_form(req, &s, &form.get("csrf"))?;
+    Ok((s, form))
+}
+
 /// When the browser says where a form came from, it must be this site.
 fn same_origin(req: &HttpRequest) -> bool {
     match req.headers().get("origin").and_then(|o| o.to_str().ok()) {

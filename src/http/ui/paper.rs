@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use super::{
-    AppState, Chrome, FormData, UiError, check_form, chrome, ja, jst_time, redirect, refuse,
+    AppState, Chrome, UiError, check_form, chrome, ja, jst_time, posted_form, redirect, refuse,
     render, session,
 };
 use crate::casework::{self, AccountFields, CaseworkError, PaperAnswer};
@@ -191,9 +191,7 @@ pub(super) async fn mark_mailed(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, _) = posted_form(&req, &state, &body).await?;
     let id = BatchId::parse(&id).map_err(|_| letter_not_found())?;
     casework::mark_letter_mailed(&state.store, &s.actor, &id).await?;
     Ok(redirect(&format!("/ui/admin/letters/{id}?done=mailed")))
@@ -313,9 +311,7 @@ pub(super) async fn answer_submit(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, form) = posted_form(&req, &state, &body).await?;
     let (batch, inquiry) = ids(&path)?;
     let mut page = answer_page(&state, &s, &req, &batch, &inquiry).await?;
     page.outcome = form.get("outcome");

@@ -8,8 +8,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use super::{
-    AppState, Chrome, FormData, UiError, check_form, chrome, jst_time, redirect, refuse, render,
-    role_label, session,
+    AppState, Chrome, UiError, chrome, jst_time, posted_form, redirect, refuse, render, role_label,
+    session,
 };
 use crate::accounts::{AccountError, NewUser};
 use crate::casework::{self, CaseworkError, Role};
@@ -210,9 +210,7 @@ pub(super) async fn institution_submit(
     code: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, form) = posted_form(&req, &state, &body).await?;
     let code = institution_code(&code)?;
     let mut page = institution_page(&state, &s, &req, &code).await?;
     page.channel = form.get("channel");
@@ -298,9 +296,7 @@ pub(super) async fn add_certificate(
     code: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, form) = posted_form(&req, &state, &body).await?;
     let code = institution_code(&code)?;
     let pem = form.get("certificate");
     match casework::add_institution_certificate(&state.store, &s.actor, &code, &pem).await {
@@ -400,9 +396,7 @@ pub(super) async fn create_user(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, form) = posted_form(&req, &state, &body).await?;
     let mut page = users_page_for(&state, &s, &req).await?;
     page.username = form.get("username");
     page.display_name = form.get("display_name");
@@ -469,9 +463,7 @@ pub(super) async fn set_user_disabled(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let s = session(&req, &state).await?;
-    let form = FormData::parse(&body)?;
-    check_form(&req, &s, &form.get("csrf"))?;
+    let (s, _) = posted_form(&req, &state, &body).await?;
     let disabled = match path.1.as_str() {
         "disable" => true,
         "enable" => false,
