@@ -45,3 +45,7 @@ CREATE TABLE office_institutions (
     institution_code TEXT NOT NULL REFERENCES institutions (code),
     PRIMARY KEY (office, institution_code)
 );
+
+-- The new-case form's own key: a double submit files one case.
+ALTER TABLE cases ADD COLUMN form_key TEXT;
+CREATE UNIQUE INDEX cases_form_key ON cases (created_by, form_key);

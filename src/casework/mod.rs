@@ -133,8 +133,28 @@ pub async fn create_case(
     case_number: &str,
     subjects: Vec<SubjectInput>,
 ) -> Result<CaseRecord, CaseworkError> {
+    create_case_from_form(store, actor, case_number, subjects, &[], None).await
+}
+
+/// Files a case with the institutions its applicant declared, in one
+/// transaction. With a form key, sending the same form again gives back the
+/// case it filed instead of a second one.
+pub async fn create_case_from_form(
+    store: &Store,
+    actor: &Actor,
+    case_number: &str,
+    subjects: Vec<SubjectInput>,
+    declared: &[InstitutionCode],
+    form_key: Option<&str>,
+) -> Result<CaseRecord, CaseworkError> {
     check_can_file(actor)?;
+    if let Some(key) = form_key
+        && let Some(id) = store.case_by_form_key(&actor.id, key).await?
+    {
+        return checked_case(store, actor, &id).await;
+    }
     let case = NewCase::validate(&actor.office, case_number, subjects, today())?;
+    known_institutions(store, declared).await?;
     let trace = entry(
         actor,
         AuditAction::CaseCreate,
@@ -142,10 +162,26 @@ pub async fn create_case(
         Some(&case.id),
         None,
     );
-    store
-        .insert_case(&case, &actor.id, std::slice::from_ref(&trace))
-        .await?;
-    checked_case(store, actor, &case.id).await
+    let insert = crate::store::CaseInsert {
+        case: &case,
+        actor: &actor.id,
+        form_key,
+        declared,
+        audit: std::slice::from_ref(&trace),
+    };
+    match store.insert_case_with(&insert).await {
+        Ok(()) => checked_case(store, actor, &case.id).await,
+        // The same form raced itself: the other submission filed it.
+        Err(e) if e.is_unique_violation() && form_key.is_some() => {
+            let key = form_key.unwrap_or_default();
+            let id = store
+                .case_by_form_key(&actor.id, key)
+                .await?
+                .ok_or(CaseworkError::Store(e))?;
+            checked_case(store, actor, &id).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn checked_case(
@@ -226,19 +262,6 @@ async fn known_institutions(store: &Store, codes: &[InstitutionCode]) -> Result<
         .into());
     }
     Ok(())
-}
-
-/// Records the institutions the applicant declared (a quick pick later).
-pub async fn set_declared_institutions(
-    store: &Store,
-    actor: &Actor,
-    case: &CaseId,
-    codes: &[InstitutionCode],
-) -> Result<(), CaseworkError> {
-    check_can_file(actor)?;
-    checked_case(store, actor, case).await?;
-    known_institutions(store, codes).await?;
-    Ok(store.set_declared_institutions(case, codes).await?)
 }
 
 pub async fn declared_institutions(

@@ -49,6 +49,18 @@ pub struct AlertRecord {
     pub change: Option<AlertChange>,
 }
 
+/// What [`Store::insert_case_with`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseInsert<'a> {
+    pub case: &'a NewCase,
+    pub actor: &'a str,
+    /// The new-case form's key, so a double submit files one case.
+    pub form_key: Option<&'a str>,
+    /// Institutions the applicant declared (a quick pick later).
+    pub declared: &'a [InstitutionCode],
+    pub audit: &'a [AuditEntry],
+}
+
 /// A case as the caseworker's list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaseSummary {
@@ -196,17 +208,47 @@ impl Store {
         actor: &str,
         audit: &[AuditEntry],
     ) -> Result<()> {
+        self.insert_case_with(&CaseInsert {
+            case,
+            actor,
+            form_key: None,
+            declared: &[],
+            audit,
+        })
+        .await
+    }
+
+    /// Writes a case, its people, the institutions its applicant declared
+    /// and its audit entries in one transaction. A form key used before by
+    /// the same actor is a unique violation: the form was sent twice.
+    pub async fn insert_case_with(&self, c: &CaseInsert<'_>) -> Result<()> {
+        let (case, actor, audit) = (c.case, c.actor, c.audit);
         let now = now_millis();
         let mut tx = self.begin().await?;
-        q("INSERT INTO cases (id, office, case_number, created_by, created_at) VALUES ($1, $2, $3, $4, $5)"
-            .to_owned())
+        q(
+            "INSERT INTO cases (id, office, case_number, created_by, created_at, form_key) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
+                .to_owned(),
+        )
         .bind(case.id.as_str().to_owned())
         .bind(case.office.clone())
         .bind(case.case_number.clone())
         .bind(actor.to_owned())
         .bind(now)
+        .bind(c.form_key.map(str::to_owned))
         .execute(&mut *tx)
         .await?;
+        for code in c.declared {
+            q(
+                "INSERT INTO case_declared_institutions (case_id, institution_code) \
+                 VALUES ($1, $2) ON CONFLICT DO NOTHING"
+                    .to_owned(),
+            )
+            .bind(case.id.as_str().to_owned())
+            .bind(code.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+        }
         for (i, s) in case.subjects.iter().enumerate() {
             q(
                 "INSERT INTO subjects (id, case_id, position, kana_name, kanji_name, birth_date, \
@@ -447,6 +489,17 @@ impl Store {
             created_at: get_i64(&row, "created_at")?,
             inquiries,
         }))
+    }
+
+    /// The case an actor filed with this form key, if any.
+    pub async fn case_by_form_key(&self, actor: &str, key: &str) -> Result<Option<CaseId>> {
+        q("SELECT id FROM cases WHERE created_by = $1 AND form_key = $2".to_owned())
+            .bind(actor.to_owned())
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| Ok(CaseId::from_trusted(get_str(&r, "id")?)))
+            .transpose()
     }
 
     /// Open cases, newest first, of one office or of all.

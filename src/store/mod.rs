@@ -30,8 +30,8 @@ pub use accounts::UserRecord;
 pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount};
 pub use audit::AuditFilter;
 pub use cases::{
-    AlertChange, AlertRecord, CaseRecord, CaseSummary, InquiryView, RequestInsert, RequestView,
-    TokenRecord,
+    AlertChange, AlertRecord, CaseInsert, CaseRecord, CaseSummary, InquiryView, RequestInsert,
+    RequestView, TokenRecord,
 };
 pub use departments::{
     FetchApply, FetchLogEntry, LinkageFileRecord, LinkageImport, RaisedChange,

@@ -90,32 +90,6 @@ impl Store {
         refs(&rows)
     }
 
-    /// Replaces the institutions the case's applicant declared.
-    pub async fn set_declared_institutions(
-        &self,
-        case: &CaseId,
-        codes: &[InstitutionCode],
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        q("DELETE FROM case_declared_institutions WHERE case_id = $1".to_owned())
-            .bind(case.as_str().to_owned())
-            .execute(&mut *tx)
-            .await?;
-        for code in codes {
-            q(
-                "INSERT INTO case_declared_institutions (case_id, institution_code) \
-                 VALUES ($1, $2) ON CONFLICT DO NOTHING"
-                    .to_owned(),
-            )
-            .bind(case.as_str().to_owned())
-            .bind(code.as_str().to_owned())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub async fn declared_institutions(&self, case: &CaseId) -> Result<Vec<InstitutionRef>> {
         let rows = q("SELECT i.code, i.name, i.kana FROM case_declared_institutions d \
              JOIN institutions i ON i.code = d.institution_code WHERE d.case_id = $1 ORDER BY i.code"

@@ -516,6 +516,35 @@ async fn sessions_forms_and_logins_follow_the_rules() {
     let after = &env.gateway.store.case_inquiries(&id).await.unwrap()[0];
     assert_ne!(after.state.as_str(), "cancelled");
 
+    // The new-case form sent twice (a double click) files one case.
+    let cases_before = open_cases(&env).await;
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        let resp = http
+            .post(format!("{base}/ui/cases/new"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs([
+                        ("csrf", csrf.as_str()),
+                        ("form_key", "double-click"),
+                        ("case_number", "R8-UI-0003"),
+                        ("kana_0", "タナカ ジロウ"),
+                        ("birth_0", "1980-02-02"),
+                        ("declared", "0001"),
+                    ])
+                    .finish(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        locations.push(resp.headers()["location"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(locations[0], locations[1]);
+    assert_eq!(open_cases(&env).await, cases_before + 1);
+
     // A request form without institutions is refused next to the field
     // and files nothing.
     let requests_before = env.gateway.store.case_requests(&id).await.unwrap().len();

@@ -43,6 +43,7 @@ struct SubjectRow {
 #[template(path = "case_new.html")]
 struct NewCasePage {
     chrome: Chrome,
+    form_key: String,
     form_error: Option<String>,
     case_number: String,
     case_number_error: Option<String>,
@@ -69,6 +70,7 @@ pub(super) async fn new_case_page(
     Ok(render(
         StatusCode::OK,
         &NewCasePage {
+            form_key: hex::encode(rand::rng().random::<[u8; 16]>()),
             chrome: chrome(&s, &req),
             form_error: None,
             case_number: String::new(),
@@ -115,6 +117,7 @@ pub(super) async fn new_case_submit(
 ) -> Result<HttpResponse, UiError> {
     let (s, form) = posted_form(&req, &state, &body).await?;
     let mut page = NewCasePage {
+        form_key: form.get("form_key"),
         chrome: chrome(&s, &req),
         form_error: None,
         case_number: form.get("case_number"),
@@ -205,22 +208,28 @@ pub(super) async fn new_case_submit(
         page.declared_error = Some(format!("{code} は全銀の金融機関一覧にありません"));
         return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
-    let case =
-        match casework::create_case(&state.store, &s.actor, &page.case_number, subjects).await {
-            Ok(c) => c,
-            Err(CaseworkError::Invalid(e)) => {
-                if e.message.contains("case_number") {
-                    page.case_number_error = Some(ja(&e));
-                } else {
-                    page.form_error = Some(ja(&e));
-                }
-                return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
+    let form_key = form.get("form_key");
+    let created = casework::create_case_from_form(
+        &state.store,
+        &s.actor,
+        &page.case_number,
+        subjects,
+        &declared,
+        (!form_key.is_empty()).then_some(form_key.as_str()),
+    )
+    .await;
+    let case = match created {
+        Ok(c) => c,
+        Err(CaseworkError::Invalid(e)) => {
+            if e.message.contains("case_number") {
+                page.case_number_error = Some(ja(&e));
+            } else {
+                page.form_error = Some(ja(&e));
             }
-            Err(e) => return Err(e.into()),
-        };
-    if !declared.is_empty() {
-        casework::set_declared_institutions(&state.store, &s.actor, &case.id, &declared).await?;
-    }
+            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(redirect(&format!("/ui/cases/{}?done=created", case.id)))
 }
 
