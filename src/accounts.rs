@@ -197,6 +197,8 @@ pub struct Session {
     pub user: UserRecord,
 }
 
+/// What the store keeps of a secret token (session cookies and API
+/// tokens): its SHA-256, so a database copy holds no usable token.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

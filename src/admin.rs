@@ -22,7 +22,7 @@ pub async fn create_token(
     let token = format!("shk_{}", hex::encode(bytes));
     store
         .insert_token(
-            &crate::http::hash_token(&token),
+            &crate::accounts::token_hash(&token),
             label,
             role.as_str(),
             office,

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod casework;
 pub mod conformance;
 pub mod connectors;
+pub mod csv;
 pub mod delivery;
 pub mod demo;
 pub mod domain;

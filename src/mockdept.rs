@@ -77,8 +77,6 @@ struct State {
     people: BTreeMap<String, Person>,
     changes: HashMap<(String, RecordKind), Change>,
     faults: HashMap<Department, Fault>,
-    /// Requests served per department, for tests.
-    served: HashMap<Department, u64>,
     /// Where `POST /control/export` writes each file-linkage department.
     exports: Vec<(Department, PathBuf)>,
 }
@@ -436,21 +434,6 @@ impl MockDepartments {
         let _ = self.state.lock().expect("state lock").set_fault(fault);
     }
 
-    pub fn clear_faults(&self) {
-        self.state.lock().expect("state lock").faults.clear();
-    }
-
-    /// Search requests served for a department so far.
-    pub fn served(&self, department: Department) -> u64 {
-        *self
-            .state
-            .lock()
-            .expect("state lock")
-            .served
-            .get(&department)
-            .unwrap_or(&0)
-    }
-
     /// Sets the folders `POST /control/export` writes to.
     pub fn set_exports(&self, exports: Vec<(Department, PathBuf)>) {
         self.state.lock().expect("state lock").exports = exports;
@@ -484,17 +467,12 @@ fn export_csv(state: &State, department: Department, dir: &Path) -> anyhow::Resu
                     encode_fields(&r.amounts),
                     encode_fields(&r.attributes),
                 ];
-                let line: Vec<String> = fields
-                    .iter()
-                    .map(|f| {
-                        if f.contains([',', '"']) {
-                            format!("\"{}\"", f.replace('"', "\"\""))
-                        } else {
-                            f.clone()
-                        }
-                    })
-                    .collect();
-                text.push_str(&line.join(","));
+                for (i, f) in fields.iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    crate::csv::push_field(&mut text, f);
+                }
                 text.push('\n');
             }
         }
@@ -522,11 +500,12 @@ async fn search(
     let Ok(department) = Department::parse(&department) else {
         return HttpResponse::NotFound().finish();
     };
-    let fault = {
-        let mut s = state.lock().expect("state lock");
-        *s.served.entry(department).or_default() += 1;
-        s.faults.get(&department).cloned()
-    };
+    let fault = state
+        .lock()
+        .expect("state lock")
+        .faults
+        .get(&department)
+        .cloned();
     if let Some(f) = fault {
         tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
         if f.fail {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Actor, CaseworkError, audit, check_can_file, checked_case, entry};
 use crate::connectors::{Connectors, FetchOutcome};
 use crate::domain::audit::{AuditAction, AuditEntry};
-use crate::domain::department::{FetchStatus, FetchTrigger, SubjectQuery};
+use crate::domain::department::{Department, FetchStatus, FetchTrigger, SubjectQuery};
 use crate::domain::ids::{CaseId, FetchRunId};
 use crate::domain::request::DEFAULT_LEGAL_BASIS;
 use crate::domain::time::now_millis;
@@ -235,6 +235,16 @@ pub struct FullCaseFile {
     pub alerts: Vec<AlertRecord>,
     /// Oldest first.
     pub timeline: Vec<TimelineEntry>,
+}
+
+impl FullCaseFile {
+    /// The department's most recent fetch for the case.
+    pub fn last_fetch(&self, department: Department) -> Option<&FetchLogEntry> {
+        self.fetches
+            .iter()
+            .rev()
+            .find(|f| f.department == department)
+    }
 }
 
 /// Reads the whole case file, and records the read.

@@ -25,8 +25,8 @@ use crate::domain::state::BatchState;
 use crate::domain::time::{jst_date, now_millis};
 use crate::domain::zengin::InstitutionCode;
 use crate::store::{
-    AlertRecord, ApplyOutcome, AuditFilter, BatchRow, CaseFile, CaseRecord, InquiryView,
-    RequestInsert, RequestView, Store, StoreError,
+    AlertRecord, ApplyOutcome, AuditFilter, BatchRow, CaseRecord, InquiryView, RequestInsert,
+    RequestView, Store, StoreError,
 };
 
 /// Who is acting: from an API token now, a session later.
@@ -114,6 +114,12 @@ fn check_office(actor: &Actor, office: &str, what: &str) -> Result<(), CaseworkE
             "{what} belongs to another office"
         )))
     }
+}
+
+/// The office whose cases a list shows the actor: its own, or all (None)
+/// for an admin, as `check_office` allows one case at a time.
+fn office_scope(actor: &Actor) -> Option<&str> {
+    (actor.role != Role::Admin).then_some(actor.office.as_str())
 }
 
 fn check_can_file(actor: &Actor) -> Result<(), CaseworkError> {
@@ -448,7 +454,7 @@ pub async fn open_cases(
     actor: &Actor,
     limit: i64,
 ) -> Result<Vec<crate::store::CaseSummary>, CaseworkError> {
-    let office = (actor.role != Role::Admin).then_some(actor.office.as_str());
+    let office = office_scope(actor);
     Ok(store.case_summaries(office, today(), limit).await?)
 }
 
@@ -458,7 +464,7 @@ pub async fn open_alerts(
     actor: &Actor,
     limit: i64,
 ) -> Result<Vec<(CaseId, String, AlertRecord)>, CaseworkError> {
-    let office = (actor.role != Role::Admin).then_some(actor.office.as_str());
+    let office = office_scope(actor);
     Ok(store.open_alerts(office, limit).await?)
 }
 
@@ -534,13 +540,7 @@ pub async fn submit_request(
         .map(|t| t.institution.clone())
         .collect();
     let request = Request::validate(case_id, &subject_ids, input, today())?;
-    if let Some(code) = store.unknown_institutions(&codes).await?.first() {
-        return Err(DomainError::new(
-            "unknown_institution",
-            format!("institution {code} is not in the zengin directory"),
-        )
-        .into());
-    }
+    known_institutions(store, &codes).await?;
     let mut seen = std::collections::HashSet::new();
     for inq in &request.inquiries {
         let t = &inq.target;
@@ -628,27 +628,6 @@ async fn checked_request(
         .ok_or_else(|| CaseworkError::NotFound(format!("request {id}")))?;
     checked_case(store, actor, &view.case_id).await?;
     Ok(view)
-}
-
-pub async fn case_file(
-    store: &Store,
-    actor: &Actor,
-    id: &CaseId,
-) -> Result<CaseFile, CaseworkError> {
-    checked_case(store, actor, id).await?;
-    audit(
-        store,
-        actor,
-        AuditAction::CaseFileRead,
-        format!("case:{id}"),
-        Some(id),
-        None,
-    )
-    .await?;
-    store
-        .case_file(id)
-        .await?
-        .ok_or_else(|| CaseworkError::NotFound(format!("case {id}")))
 }
 
 fn require_admin(actor: &Actor) -> Result<(), CaseworkError> {

@@ -171,23 +171,11 @@ pub const ANSWER_CSV_HEADER: &str =
 /// `not_found` or `refused` (with the reason). Any bad line refuses the
 /// whole file: `line N: reason` for each.
 pub fn parse_answer_csv(text: &str) -> Result<Vec<PaperAnswer>, Vec<String>> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim_end() == ANSWER_CSV_HEADER => {}
-        _ => {
-            return Err(vec![format!(
-                "line 1: the header must be '{ANSWER_CSV_HEADER}'"
-            )]);
-        }
-    }
+    let lines = crate::csv::records(text, ANSWER_CSV_HEADER).map_err(|e| vec![e])?;
     let mut answers: Vec<PaperAnswer> = Vec::new();
     let mut errors = Vec::new();
-    for (i, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_answer_row(line) {
+    for (n, fields) in lines {
+        match fields.and_then(|f| parse_answer_row(&f)) {
             Ok((inquiry, outcome)) => {
                 let last = answers.iter_mut().find(|a| a.inquiry == inquiry);
                 match (last, outcome) {
@@ -200,12 +188,11 @@ pub fn parse_answer_csv(text: &str) -> Result<Vec<PaperAnswer>, Vec<String>> {
                         Outcome::Found { accounts: more, .. },
                     ) => accounts.extend(more),
                     (Some(_), _) => errors.push(format!(
-                        "line {}: inquiry {inquiry} has another row that is not an account",
-                        i + 1
+                        "line {n}: inquiry {inquiry} has another row that is not an account"
                     )),
                 }
             }
-            Err(why) => errors.push(format!("line {}: {why}", i + 1)),
+            Err(why) => errors.push(format!("line {n}: {why}")),
         }
     }
     if errors.is_empty() {
@@ -215,8 +202,7 @@ pub fn parse_answer_csv(text: &str) -> Result<Vec<PaperAnswer>, Vec<String>> {
     }
 }
 
-fn parse_answer_row(line: &str) -> Result<(InquiryId, Outcome), String> {
-    let f = crate::connectors::file::split_line(line.trim_end_matches('\r'))?;
+fn parse_answer_row(f: &[String]) -> Result<(InquiryId, Outcome), String> {
     if f.len() != 9 {
         return Err(format!("expected 9 fields, found {}", f.len()));
     }

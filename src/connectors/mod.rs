@@ -273,17 +273,8 @@ impl Connectors {
         Ok(Connectors { list })
     }
 
-    /// Connectors built by hand (tests, and other transports).
-    pub fn from_parts(list: Vec<(Arc<dyn Connector>, Duration)>) -> Connectors {
-        Connectors { list }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
-    }
-
-    pub fn departments(&self) -> Vec<Department> {
-        self.list.iter().map(|(c, _)| c.department()).collect()
     }
 
     /// Asks every connector about every subject, all at once, each under its

@@ -2,7 +2,7 @@
 //! CSV, the comprehensive inquiry (`POST …/department-inquiry`) and the
 //! file-linkage pickup log for admins.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -85,27 +85,12 @@ pub(super) struct SubjectTotalJson {
 }
 
 pub(super) fn bank_totals(f: &CaseFile) -> Vec<SubjectTotalJson> {
-    let mut totals: BTreeMap<String, (usize, i64)> = BTreeMap::new();
-    for s in &f.case.subjects {
-        totals.insert(s.id.to_string(), (0, 0));
-    }
-    for e in f.entries.iter().filter(|e| !e.superseded) {
-        if let Outcome::Found { accounts, .. } = &e.outcome {
-            let t = totals.entry(e.subject_id.to_string()).or_default();
-            t.0 += accounts.len();
-            t.1 += accounts.iter().filter_map(|a| a.balance).sum::<i64>();
-        }
-    }
-    f.case
-        .subjects
-        .iter()
-        .map(|s| {
-            let (accounts, total_balance) = totals[s.id.as_str()];
-            SubjectTotalJson {
-                subject_id: s.id.clone(),
-                accounts,
-                total_balance,
-            }
+    f.balance_totals()
+        .into_iter()
+        .map(|t| SubjectTotalJson {
+            subject_id: t.subject,
+            accounts: t.accounts,
+            total_balance: t.balance,
         })
         .collect()
 }
@@ -172,10 +157,6 @@ fn fetch_json(f: &crate::store::FetchLogEntry) -> FetchJson {
 }
 
 pub(super) fn department_findings(full: &FullCaseFile) -> Vec<DepartmentFindingsJson> {
-    let mut last: HashMap<_, _> = HashMap::new();
-    for f in &full.fetches {
-        last.insert(f.department, f);
-    }
     crate::domain::department::Department::ALL
         .into_iter()
         .filter_map(|d| {
@@ -193,7 +174,7 @@ pub(super) fn department_findings(full: &FullCaseFile) -> Vec<DepartmentFindings
                     fetched_at: rfc3339(r.fetched_at),
                 })
                 .collect();
-            let last_fetch = last.get(&d).map(|f| fetch_json(f));
+            let last_fetch = full.last_fetch(d).map(fetch_json);
             (last_fetch.is_some() || !records.is_empty()).then(|| DepartmentFindingsJson {
                 department: d.as_str().to_owned(),
                 label: d.label_ja().to_owned(),
@@ -295,16 +276,12 @@ pub const CSV_HEADER: &str =
 
 fn csv_field(out: &mut String, value: &str) {
     // Quote everything that could split or start a formula in a spreadsheet.
-    let risky = value.starts_with(['=', '+', '-', '@']);
-    if risky || value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        if risky {
-            out.push('\'');
-        }
+    if value.starts_with(['=', '+', '-', '@']) {
+        out.push_str("\"'");
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(value);
+        crate::csv::push_field(out, value);
     }
 }
 

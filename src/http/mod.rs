@@ -22,7 +22,6 @@ use crate::store::Store;
 
 pub use openapi::openapi_json;
 pub use problem::ApiError;
-pub(crate) use staff::hash_token;
 
 #[derive(Clone)]
 pub struct AppState {

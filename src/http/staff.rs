@@ -77,10 +77,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-pub(crate) fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 pub(super) async fn actor(req: &HttpRequest, state: &AppState) -> Result<Actor, ApiError> {
     let header = req
         .headers()
@@ -90,7 +86,7 @@ pub(super) async fn actor(req: &HttpRequest, state: &AppState) -> Result<Actor, 
     let token = header.strip_prefix("Bearer ").ok_or_else(|| {
         ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
     })?;
-    let hash = hash_token(token.trim());
+    let hash = crate::accounts::token_hash(token.trim());
     let record = state
         .store
         .token(&hash)

@@ -55,6 +55,42 @@ pub struct CaseFile {
     pub entries: Vec<CaseFileEntry>,
 }
 
+/// What the current answers report for one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectTotal {
+    pub subject: SubjectId,
+    pub accounts: usize,
+    /// Yen; accounts without a balance count as 0.
+    pub balance: i64,
+}
+
+impl CaseFile {
+    /// Accounts and balance per subject, in the case's order, over the
+    /// answers that are not superseded.
+    pub fn balance_totals(&self) -> Vec<SubjectTotal> {
+        let mut totals: Vec<SubjectTotal> = self
+            .case
+            .subjects
+            .iter()
+            .map(|s| SubjectTotal {
+                subject: s.id.clone(),
+                accounts: 0,
+                balance: 0,
+            })
+            .collect();
+        for e in self.entries.iter().filter(|e| !e.superseded) {
+            if let (Outcome::Found { accounts, .. }, Some(t)) = (
+                &e.outcome,
+                totals.iter_mut().find(|t| t.subject == e.subject_id),
+            ) {
+                t.accounts += accounts.len();
+                t.balance += accounts.iter().filter_map(|a| a.balance).sum::<i64>();
+            }
+        }
+        totals
+    }
+}
+
 fn reject(code: &'static str, reason: impl Into<String>) -> ApplyOutcome {
     ApplyOutcome::Rejected {
         code,

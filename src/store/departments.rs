@@ -308,6 +308,10 @@ impl Store {
         run: &FetchRunId,
         now: i64,
     ) -> Result<()> {
+        // Without a feed there is nothing to write: no empty write transaction.
+        if !self.feed_events {
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         self.enqueue_feed_event(
             &mut tx,

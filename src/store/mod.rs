@@ -27,7 +27,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 pub use accounts::UserRecord;
-pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount};
+pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount, SubjectTotal};
 pub use audit::AuditFilter;
 pub use cases::{
     AlertChange, AlertRecord, CaseInsert, CaseRecord, CaseSummary, InquiryView, RequestInsert,

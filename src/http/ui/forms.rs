@@ -196,18 +196,6 @@ pub(super) async fn new_case_submit(
     {
         return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
-    // The directory check comes before the case is written, so a wrong
-    // code changes nothing.
-    if let Some(code) = state
-        .store
-        .unknown_institutions(&declared)
-        .await
-        .map_err(CaseworkError::from)?
-        .first()
-    {
-        page.declared_error = Some(format!("{code} は全銀の金融機関一覧にありません"));
-        return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
-    }
     let form_key = form.get("form_key");
     let created = casework::create_case_from_form(
         &state.store,
@@ -221,11 +209,14 @@ pub(super) async fn new_case_submit(
     let case = match created {
         Ok(c) => c,
         Err(CaseworkError::Invalid(e)) => {
-            if e.message.contains("case_number") {
-                page.case_number_error = Some(ja(&e));
+            let slot = if e.code == "unknown_institution" {
+                &mut page.declared_error
+            } else if e.message.contains("case_number") {
+                &mut page.case_number_error
             } else {
-                page.form_error = Some(ja(&e));
-            }
+                &mut page.form_error
+            };
+            *slot = Some(ja(&e));
             return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
         }
         Err(e) => return Err(e.into()),

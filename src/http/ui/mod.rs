@@ -403,6 +403,10 @@ fn ja(e: &crate::domain::DomainError) -> String {
         return (*ja).to_owned();
     }
     match e.code {
+        "unknown_institution" => match m.split_whitespace().nth(1) {
+            Some(code) => format!("{code} は全銀の金融機関一覧にありません"),
+            None => "全銀の金融機関一覧にない金融機関です".to_owned(),
+        },
         "invalid_kana" => "カナ（ひらがな・カタカナ）で入力してください".to_owned(),
         "invalid_text" if m.contains("must not be empty") => "入力してください".to_owned(),
         "invalid_text" if m.contains("control characters") => {
@@ -810,15 +814,11 @@ fn case_view(
         Some(n) => format!("{code} {n}"),
         None => code.to_owned(),
     };
-    let mut totals: HashMap<String, (usize, i64)> = HashMap::new();
     let mut findings = Vec::new();
     for e in file.bank.entries.iter().filter(|e| !e.superseded) {
         let subject = e.subject_id.to_string();
         let (outcome, note, accounts) = match &e.outcome {
             Outcome::Found { accounts, .. } => {
-                let t = totals.entry(subject.clone()).or_default();
-                t.0 += accounts.len();
-                t.1 += accounts.iter().filter_map(|a| a.balance).sum::<i64>();
                 let lines = accounts
                     .iter()
                     .map(|a| AccountLine {
@@ -849,8 +849,9 @@ fn case_view(
     let subjects = case
         .subjects
         .iter()
-        .map(|sub| {
-            let (n, total) = totals.get(sub.id.as_str()).copied().unwrap_or_default();
+        .zip(file.bank.balance_totals())
+        .map(|(sub, t)| {
+            let (n, total) = (t.accounts, t.balance);
             SubjectLine {
                 kana: sub.kana_name.to_string(),
                 kanji: sub.kanji_name.clone().unwrap_or_default(),
@@ -882,14 +883,10 @@ fn case_view(
             }
         })
         .collect();
-    let mut last_fetch = HashMap::new();
-    for f in &file.fetches {
-        last_fetch.insert(f.department, f);
-    }
     let departments = Department::ALL
         .into_iter()
         .filter_map(|d| {
-            let fetch = last_fetch.get(&d)?;
+            let fetch = file.last_fetch(d)?;
             let (status, status_class) = fetch_label(fetch.status);
             let records = file
                 .departments
