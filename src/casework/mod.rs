@@ -579,9 +579,7 @@ pub async fn submit_request(
         )
         .await
     {
-        Ok(RequestInsert::Created(id)) => Ok(Submitted::Created(
-            checked_request(store, actor, &id).await?,
-        )),
+        Ok(RequestInsert::Created(view)) => Ok(Submitted::Created(view)),
         Ok(RequestInsert::Replayed(id)) => {
             Ok(Submitted::Replayed(read_request(store, actor, &id).await?))
         }
@@ -818,74 +816,65 @@ pub async fn batches(
     Ok(store.batches_in_state(state, limit.clamp(1, 1000)).await?)
 }
 
-/// Applies a bank's answers one by one and records each accepted one in
-/// the audit trail (the bank is the actor).
+/// Applies a bank's answer batch and records each accepted answer in the
+/// audit trail in the same transaction (the bank is the actor).
 pub async fn receive_answers(
     store: &Store,
     institution: &InstitutionCode,
     answers: &[Answer],
 ) -> Vec<Result<ApplyOutcome, StoreError>> {
     let now = now_millis();
-    let mut results = Vec::with_capacity(answers.len());
-    let mut trail = Vec::new();
-    let applied = match store.apply_answers(institution, answers, now).await {
+    let trail = |answer: &Answer, revision: i64| AuditEntry {
+        at: now,
+        actor: format!("bank:{institution}"),
+        role: "bank".into(),
+        office: institution.to_string(),
+        action: AuditAction::AnswerReceive,
+        target: format!("inquiry:{}#{revision}", answer.inquiry_id),
+        case_id: None,
+        purpose: None,
+        legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
+    };
+    let applied = match store
+        .apply_answers(institution, answers, now, Some(&trail))
+        .await
+    {
         Ok(applied) => applied,
-        // The batch's transaction itself failed: nothing was applied.
+        // The batch's transaction failed: nothing was filed, and the bank
+        // is told to send the answers again.
         Err(e) => {
             tracing::error!(error = %e, "applying an answer batch failed");
-            answers
+            return answers
                 .iter()
                 .map(|_| {
                     Err(StoreError::Conflict(
                         "the batch could not be applied".into(),
                     ))
                 })
-                .collect()
+                .collect();
         }
     };
-    for (answer, result) in answers.iter().zip(applied) {
-        let label = match &result {
-            Ok(ApplyOutcome::Accepted { .. }) => "accepted",
-            Ok(ApplyOutcome::Duplicate) => "duplicate",
-            Ok(ApplyOutcome::Rejected { .. }) => "rejected",
-            Err(_) => "error",
+    for result in &applied {
+        let label = match result {
+            ApplyOutcome::Accepted { .. } => "accepted",
+            ApplyOutcome::Duplicate => "duplicate",
+            ApplyOutcome::Rejected { .. } => "rejected",
         };
         crate::metrics::inc(
             "shokai_answers_total",
             "Answers received from banks, by result.",
             &[("institution", institution.as_str()), ("result", label)],
         );
-        if let Ok(ApplyOutcome::Accepted {
-            revision,
-            waited_ms,
-        }) = &result
-        {
+        if let ApplyOutcome::Accepted { waited_ms, .. } = result {
             crate::metrics::observe(
                 "shokai_answer_latency_seconds",
                 "From filing an inquiry to its (first or corrected) answer.",
                 &[("institution", institution.as_str())],
                 *waited_ms as f64 / 1000.0,
             );
-            trail.push(AuditEntry {
-                at: now,
-                actor: format!("bank:{institution}"),
-                role: "bank".into(),
-                office: institution.to_string(),
-                action: AuditAction::AnswerReceive,
-                target: format!("inquiry:{}#{revision}", answer.inquiry_id),
-                case_id: None,
-                purpose: None,
-                legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
-            });
         }
-        results.push(result);
     }
-    if let Err(e) = store.append_audit(&trail).await {
-        // The answers are filed; losing them now would be worse than a gap
-        // in the trail, which this error line records.
-        tracing::error!(error = %e, entries = trail.len(), "could not append answers to the audit trail");
-    }
-    results
+    applied.into_iter().map(Ok).collect()
 }
 
 /// Auditors and admins read the trail; reading it is itself recorded.

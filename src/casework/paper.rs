@@ -135,33 +135,25 @@ pub async fn enter_answers(
         })
         .collect();
     let institution = &found.summary.institution;
-    let applied = store.apply_answers(institution, &answers, now).await?;
-    let mut results = Vec::new();
-    let mut trail = Vec::new();
-    for (answer, result) in answers.iter().zip(applied) {
-        // A failed answer is reported with the others; the accepted ones
-        // still get their audit entries.
-        let outcome = result.unwrap_or_else(|e| ApplyOutcome::Rejected {
-            code: e.code(),
-            reason: e.to_string(),
-        });
-        if let ApplyOutcome::Accepted { revision, .. } = &outcome {
-            trail.push(AuditEntry {
-                at: now,
-                actor: actor.id.clone(),
-                role: actor.role.as_str().to_owned(),
-                office: actor.office.clone(),
-                action: AuditAction::AnswerReceive,
-                target: format!("inquiry:{}#{revision}", answer.inquiry_id),
-                case_id: None,
-                purpose: Some(format!("paper reply from {institution}")),
-                legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
-            });
-        }
-        results.push((answer.inquiry_id.clone(), outcome));
-    }
-    store.append_audit(&trail).await?;
-    Ok(results)
+    let trail = |answer: &Answer, revision: i64| AuditEntry {
+        at: now,
+        actor: actor.id.clone(),
+        role: actor.role.as_str().to_owned(),
+        office: actor.office.clone(),
+        action: AuditAction::AnswerReceive,
+        target: format!("inquiry:{}#{revision}", answer.inquiry_id),
+        case_id: None,
+        purpose: Some(format!("paper reply from {institution}")),
+        legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
+    };
+    let applied = store
+        .apply_answers(institution, &answers, now, Some(&trail))
+        .await?;
+    Ok(answers
+        .iter()
+        .map(|a| a.inquiry_id.clone())
+        .zip(applied)
+        .collect())
 }
 
 pub const ANSWER_CSV_HEADER: &str =

@@ -183,6 +183,10 @@ pub async fn seal_due_batches(store: &Store, now: i64) -> Result<usize, StoreErr
     let mut sealed = 0;
     for inst in store.queued_institutions().await? {
         let size = inst.max_batch_size.max(1);
+        // Not a full batch yet, nor old enough: nothing to read.
+        if inst.queued < size && now - inst.oldest_created_at < inst.batch_max_age_ms {
+            continue;
+        }
         loop {
             let items = store.queued_for_batch(&inst.code, size).await?;
             let Some(oldest) = items.first() else { break };

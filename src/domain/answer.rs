@@ -212,6 +212,94 @@ impl Outcome {
     }
 }
 
+/// One answer revision already on file for an inquiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRevision {
+    pub revision: i64,
+    pub response_id: String,
+    pub content_hash: String,
+}
+
+/// An inquiry as an arriving answer meets it: its state, its current
+/// answer revision (0 before the first) and every revision on file.
+#[derive(Debug, Clone)]
+pub struct AnswerTarget {
+    pub state: InquiryState,
+    pub revision: i64,
+    pub stored: Vec<StoredRevision>,
+}
+
+/// What becomes of one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// File it as `revision`; the inquiry moves `from` → `to`.
+    Accept {
+        revision: i64,
+        from: InquiryState,
+        to: InquiryState,
+    },
+    /// Already on file: acknowledge it and write nothing.
+    Duplicate,
+    Reject {
+        code: &'static str,
+        reason: String,
+    },
+}
+
+impl AnswerTarget {
+    /// Judges one answer. An accepted answer moves the target on, so a
+    /// second answer for the same inquiry in the same batch (a resend or a
+    /// correction) is judged against the first, as if it came later.
+    pub fn judge(&mut self, response_id: &str, outcome: &Outcome, content_hash: &str) -> Verdict {
+        match self.state {
+            InquiryState::Cancelled => {
+                return Verdict::Reject {
+                    code: "inquiry_cancelled",
+                    reason: "the inquiry was cancelled by the office".into(),
+                };
+            }
+            InquiryState::Queued => {
+                return Verdict::Reject {
+                    code: "not_delivered",
+                    reason: "the inquiry has not been sent yet".into(),
+                };
+            }
+            _ => {}
+        }
+        // A resend of any answer already stored (the bank's same message,
+        // same content) is a duplicate, even after a later correction: an
+        // old answer arriving late must not undo the correction.
+        if self.stored.iter().any(|s| {
+            s.content_hash == content_hash
+                && (s.response_id == response_id || s.revision == self.revision)
+        }) {
+            return Verdict::Duplicate;
+        }
+        let to = match self.state.transition(outcome.state()) {
+            Ok(to) => to,
+            Err(e) => {
+                return Verdict::Reject {
+                    code: "illegal_transition",
+                    reason: e.message,
+                };
+            }
+        };
+        let from = self.state;
+        self.state = to;
+        self.revision += 1;
+        self.stored.push(StoredRevision {
+            revision: self.revision,
+            response_id: response_id.to_owned(),
+            content_hash: content_hash.to_owned(),
+        });
+        Verdict::Accept {
+            revision: self.revision,
+            from,
+            to,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +349,56 @@ mod tests {
         }
         assert!(AccountType::parse("3").is_err());
         assert!(parse_account_number("123456").is_err());
+    }
+
+    #[test]
+    fn judging_answers_in_a_row() {
+        let mut t = AnswerTarget {
+            state: InquiryState::Delivered,
+            revision: 0,
+            stored: vec![],
+        };
+        let found = Outcome::Found {
+            accounts: vec![account(100)],
+            other_holdings: vec![],
+        };
+        let (h1, h2) = (found.content_hash(), Outcome::NotFound.content_hash());
+        assert_eq!(
+            t.judge("r1", &found, &h1),
+            Verdict::Accept {
+                revision: 1,
+                from: InquiryState::Delivered,
+                to: InquiryState::Answered
+            }
+        );
+        // The same again, under the same or another message id.
+        assert_eq!(t.judge("r1", &found, &h1), Verdict::Duplicate);
+        assert_eq!(t.judge("r9", &found, &h1), Verdict::Duplicate);
+        // A correction, then the old answer arriving late.
+        assert!(matches!(
+            t.judge("r2", &Outcome::NotFound, &h2),
+            Verdict::Accept { revision: 2, .. }
+        ));
+        assert_eq!(t.judge("r1", &found, &h1), Verdict::Duplicate);
+        assert_eq!(t.state, InquiryState::NotFound);
+        // The first answer's content under a new message id is a correction.
+        assert!(matches!(
+            t.judge("r3", &found, &h1),
+            Verdict::Accept { revision: 3, .. }
+        ));
+        for (state, code) in [
+            (InquiryState::Cancelled, "inquiry_cancelled"),
+            (InquiryState::Queued, "not_delivered"),
+        ] {
+            let mut t = AnswerTarget {
+                state,
+                revision: 0,
+                stored: vec![],
+            };
+            assert!(
+                matches!(t.judge("r", &found, &h1), Verdict::Reject { code: c, .. } if c == code)
+            );
+            assert_eq!(t.revision, 0);
+        }
     }
 }

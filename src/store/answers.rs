@@ -3,11 +3,17 @@
 use std::collections::HashMap;
 
 use super::cases::CaseRecord;
+use chrono::NaiveDate;
+
 use super::{
     Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
-    parse_date, q,
+    parse_date, placeholders, q,
 };
-use crate::domain::answer::{Account, AccountType, Answer, OtherHolding, Outcome, Transaction};
+use crate::domain::answer::{
+    Account, AccountType, Answer, AnswerTarget, OtherHolding, Outcome, StoredRevision, Transaction,
+    Verdict,
+};
+use crate::domain::audit::AuditEntry;
 use crate::domain::feed::FeedKind;
 use crate::domain::ids::{CaseId, InquiryId, SubjectId};
 use crate::domain::state::InquiryState;
@@ -91,6 +97,31 @@ impl CaseFile {
     }
 }
 
+/// Makes the audit entry of an accepted answer (its revision given).
+pub type AnswerAudit<'a> = dyn Fn(&Answer, i64) -> AuditEntry + Send + Sync + 'a;
+
+/// An inquiry named by an answer batch, as read under the lock.
+struct Target {
+    institution: String,
+    case_id: String,
+    filed_at: i64,
+    decision: Option<NaiveDate>,
+    /// The revision read, which the final update is fenced on.
+    stored_revision: i64,
+    on_file: AnswerTarget,
+}
+
+/// An answer accepted for filing.
+struct Filed<'a> {
+    answer: &'a Answer,
+    hash: String,
+    revision: i64,
+    from: InquiryState,
+    to: InquiryState,
+    case_id: String,
+    decision: Option<NaiveDate>,
+}
+
 fn reject(code: &'static str, reason: impl Into<String>) -> ApplyOutcome {
     ApplyOutcome::Rejected {
         code,
@@ -99,285 +130,427 @@ fn reject(code: &'static str, reason: impl Into<String>) -> ApplyOutcome {
 }
 
 impl Store {
-    /// Applies one answer from `institution`. A bank can only answer its own
-    /// inquiries; an identical repeat is a no-op; a changed answer becomes a
-    /// new revision. The case-file entry is written in the same transaction,
-    /// keyed by the answer row, so it is never written twice.
+    /// Applies one answer from `institution`, without an audit entry (the
+    /// tests' and tools' entry point; banks go through `apply_answers`).
     pub async fn apply_answer(
         &self,
         institution: &InstitutionCode,
         answer: &Answer,
         now: i64,
     ) -> Result<ApplyOutcome> {
-        self.apply_answers(institution, std::slice::from_ref(answer), now)
+        Ok(self
+            .apply_answers(institution, std::slice::from_ref(answer), now, None)
             .await?
-            .remove(0)
+            .remove(0))
     }
 
-    /// Applies a bank's answers in one transaction, each under a savepoint:
-    /// one commit per answer batch instead of one per answer, and an answer
-    /// that fails leaves the others applied.
+    /// Applies a bank's answers in one transaction with a fixed number of
+    /// statements per batch, whatever its size: one read of the inquiries
+    /// and one of their stored revisions, then multi-row inserts and one
+    /// update. A bank can only answer its own inquiries; an identical
+    /// repeat is a no-op; a changed answer becomes a new revision with its
+    /// one case-file entry. `audit` makes the trail entry of each accepted
+    /// answer, written in the same transaction, so an answer is never filed
+    /// without its trace. If anything fails, nothing is filed.
     pub async fn apply_answers(
         &self,
         institution: &InstitutionCode,
         answers: &[Answer],
         now: i64,
-    ) -> Result<Vec<Result<ApplyOutcome>>> {
-        let mut tx = self.begin().await?;
-        // Lock every named inquiry up front in id order: batch finishing
-        // locks in the same order, so the two cannot deadlock (PostgreSQL).
-        if self.dialect == super::Dialect::Postgres && !answers.is_empty() {
-            let mut ids: Vec<&str> = answers.iter().map(|a| a.inquiry_id.as_str()).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            for chunk in ids.chunks(500) {
-                let mut lock = q(format!(
-                    "SELECT id FROM inquiries WHERE id IN ({}) ORDER BY id FOR UPDATE",
-                    super::placeholders(0, chunk.len())
-                ));
-                for id in chunk {
-                    lock = lock.bind((*id).to_owned());
-                }
-                lock.fetch_all(&mut *tx).await?;
-            }
+        audit: Option<&AnswerAudit<'_>>,
+    ) -> Result<Vec<ApplyOutcome>> {
+        if answers.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut out = Vec::with_capacity(answers.len());
+        let mut tx = self.begin().await?;
+        let mut targets = self.answer_targets(&mut tx, answers).await?;
+        let mut outcomes = Vec::with_capacity(answers.len());
+        let mut filed: Vec<Filed<'_>> = Vec::new();
         for answer in answers {
-            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-            let result = self
-                .apply_in(&mut savepoint, institution, answer, now)
-                .await;
-            if matches!(result, Ok(ApplyOutcome::Accepted { .. })) {
-                savepoint.commit().await?;
-            } else {
-                savepoint.rollback().await?;
+            // Another bank's inquiry looks exactly like an unknown one: a
+            // bank learns nothing about inquiries not addressed to it.
+            let Some(target) = targets
+                .get_mut(answer.inquiry_id.as_str())
+                .filter(|t| t.institution == institution.as_str())
+            else {
+                outcomes.push(reject(
+                    "unknown_inquiry",
+                    format!(
+                        "no inquiry {} was sent to institution {institution}",
+                        answer.inquiry_id
+                    ),
+                ));
+                continue;
+            };
+            let hash = answer.outcome.content_hash();
+            outcomes.push(
+                match target
+                    .on_file
+                    .judge(&answer.response_id, &answer.outcome, &hash)
+                {
+                    Verdict::Duplicate => ApplyOutcome::Duplicate,
+                    Verdict::Reject { code, reason } => reject(code, reason),
+                    Verdict::Accept { revision, from, to } => {
+                        filed.push(Filed {
+                            answer,
+                            hash,
+                            revision,
+                            from,
+                            to,
+                            case_id: target.case_id.clone(),
+                            decision: target.decision,
+                        });
+                        ApplyOutcome::Accepted {
+                            revision,
+                            waited_ms: now - target.filed_at,
+                        }
+                    }
+                },
+            );
+        }
+        if !filed.is_empty() {
+            self.file_answers(&mut tx, institution, &filed, &targets, now)
+                .await?;
+            if let Some(audit) = audit {
+                let entries: Vec<AuditEntry> =
+                    filed.iter().map(|f| audit(f.answer, f.revision)).collect();
+                self.append_audit_in(&mut tx, &entries).await?;
             }
-            out.push(result);
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(outcomes)
     }
 
-    async fn apply_in(
+    /// Reads (and on PostgreSQL locks, in id order, as batch finishing
+    /// does, so the two cannot deadlock) every inquiry the answers name,
+    /// with the revisions already on file.
+    async fn answer_targets(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        institution: &InstitutionCode,
-        answer: &Answer,
-        now: i64,
-    ) -> Result<ApplyOutcome> {
-        let row = q(format!(
-            "SELECT state, institution_code, case_id, answer_revision, created_at FROM inquiries WHERE id = $1{}",
-            self.dialect.for_update()
-        ))
-        .bind(answer.inquiry_id.as_str().to_owned())
-        .fetch_optional(&mut **tx)
-        .await?;
-        // Another bank's inquiry looks exactly like an unknown one: a bank
-        // learns nothing about inquiries not addressed to it.
-        let Some(row) =
-            row.filter(|r| get_str(r, "institution_code").is_ok_and(|c| c == institution.as_str()))
-        else {
-            return Ok(reject(
-                "unknown_inquiry",
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        answers: &[Answer],
+    ) -> Result<HashMap<String, Target>> {
+        let mut ids: Vec<&str> = answers.iter().map(|a| a.inquiry_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut targets = HashMap::with_capacity(ids.len());
+        let mut answered = Vec::new();
+        for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
+            let mut query = super::q_many(
+                self.dialect,
                 format!(
-                    "no inquiry {} was sent to institution {institution}",
-                    answer.inquiry_id
+                    "SELECT i.id, i.state, i.institution_code, i.case_id, i.answer_revision, \
+                   i.created_at, c.decision_date FROM inquiries i JOIN cases c ON c.id = i.case_id \
+                   WHERE i.id IN ({}) ORDER BY i.id{}",
+                    placeholders(0, chunk.len()),
+                    self.dialect.for_update_of("i")
                 ),
-            ));
-        };
-        let state = InquiryState::parse(&get_str(&row, "state")?)?;
-        let case_id = get_str(&row, "case_id")?;
-        let revision = get_i64(&row, "answer_revision")?;
-        let filed_at = get_i64(&row, "created_at")?;
-        match state {
-            InquiryState::Cancelled => {
-                return Ok(reject(
-                    "inquiry_cancelled",
-                    "the inquiry was cancelled by the office",
-                ));
+            );
+            for id in chunk {
+                query = query.bind((*id).to_owned());
             }
-            InquiryState::Queued => {
-                return Ok(reject("not_delivered", "the inquiry has not been sent yet"));
+            for row in query.fetch_all(&mut **tx).await? {
+                let id = get_str(&row, "id")?;
+                let revision = get_i64(&row, "answer_revision")?;
+                if revision > 0 {
+                    answered.push(id.clone());
+                }
+                targets.insert(
+                    id,
+                    Target {
+                        institution: get_str(&row, "institution_code")?,
+                        case_id: get_str(&row, "case_id")?,
+                        filed_at: get_i64(&row, "created_at")?,
+                        decision: get_opt_date(&row, "decision_date")?,
+                        stored_revision: revision,
+                        on_file: AnswerTarget {
+                            state: InquiryState::parse(&get_str(&row, "state")?)?,
+                            revision,
+                            stored: Vec::new(),
+                        },
+                    },
+                );
             }
-            _ => {}
         }
-        let new_state = answer.outcome.state();
-        // A resend of any answer already stored (the bank's same message,
-        // same content) is a duplicate, even after a later correction: an
-        // old answer arriving late must not undo the correction.
-        let same = q(
-            "SELECT revision FROM answers WHERE inquiry_id = $1 AND content_hash = $2 \
-               AND (response_id = $3 OR revision = $4)"
-                .to_owned(),
-        )
-        .bind(answer.inquiry_id.as_str().to_owned())
-        .bind(answer.outcome.content_hash())
-        .bind(answer.response_id.clone())
-        .bind(revision)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if same.is_some() {
-            return Ok(ApplyOutcome::Duplicate);
-        }
-        if let Err(e) = state.transition(new_state) {
-            return Ok(reject("illegal_transition", e.message));
-        }
-        let new_revision = revision + 1;
-        let (outcome, refusal_code, refusal_reason) = match &answer.outcome {
-            Outcome::Refused { code, reason } => {
-                ("refused", Some(code.clone()), Some(reason.clone()))
+        for chunk in answered.chunks(super::ROWS_PER_STATEMENT) {
+            let mut query = super::q_many(
+                self.dialect,
+                format!(
+                    "SELECT inquiry_id, revision, response_id, content_hash FROM answers \
+                   WHERE inquiry_id IN ({})",
+                    placeholders(0, chunk.len())
+                ),
+            );
+            for id in chunk {
+                query = query.bind(id.clone());
             }
-            Outcome::NotFound => ("not_found", None, None),
-            Outcome::Found { .. } => ("found", None, None),
-        };
-        let answer_row = q(
+            for row in query.fetch_all(&mut **tx).await? {
+                if let Some(t) = targets.get_mut(&get_str(&row, "inquiry_id")?) {
+                    t.on_file.stored.push(StoredRevision {
+                        revision: get_i64(&row, "revision")?,
+                        response_id: get_str(&row, "response_id")?,
+                        content_hash: get_str(&row, "content_hash")?,
+                    });
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Writes the accepted answers: revisions, accounts, transactions and
+    /// other holdings, case-file entries, history, reopen alerts, feed
+    /// events, and the inquiries' new state, fenced on the revision read.
+    async fn file_answers(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        institution: &InstitutionCode,
+        filed: &[Filed<'_>],
+        targets: &HashMap<String, Target>,
+        now: i64,
+    ) -> Result<()> {
+        let rows = super::insert_rows(
+            tx,
+            self.dialect,
             "INSERT INTO answers (inquiry_id, revision, institution_code, response_id, outcome, \
-               refusal_code, refusal_reason, content_hash, received_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id"
-                .to_owned(),
+               refusal_code, refusal_reason, content_hash, received_at)",
+            9,
+            filed,
+            " RETURNING id, inquiry_id, revision",
+            |query, f| {
+                let (outcome, code, reason) = match &f.answer.outcome {
+                    Outcome::Refused { code, reason } => {
+                        ("refused", Some(code.clone()), Some(reason.clone()))
+                    }
+                    Outcome::NotFound => ("not_found", None, None),
+                    Outcome::Found { .. } => ("found", None, None),
+                };
+                query
+                    .bind(f.answer.inquiry_id.as_str().to_owned())
+                    .bind(f.revision)
+                    .bind(institution.as_str().to_owned())
+                    .bind(f.answer.response_id.clone())
+                    .bind(outcome)
+                    .bind(code)
+                    .bind(reason)
+                    .bind(f.hash.clone())
+                    .bind(now)
+            },
         )
-        .bind(answer.inquiry_id.as_str().to_owned())
-        .bind(new_revision)
-        .bind(institution.as_str().to_owned())
-        .bind(answer.response_id.clone())
-        .bind(outcome)
-        .bind(refusal_code)
-        .bind(refusal_reason)
-        .bind(answer.outcome.content_hash())
-        .bind(now)
-        .fetch_one(&mut **tx)
         .await?;
-        let answer_id = get_i64(&answer_row, "id")?;
-        if let Outcome::Found {
-            accounts,
-            other_holdings,
-        } = &answer.outcome
-        {
-            for (pos, a) in accounts.iter().enumerate() {
-                let acct = q(
-                    "INSERT INTO answer_accounts (answer_id, position, branch_code, account_type, \
-                       number, holder_kana, balance, as_of, last_tx_date) \
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id"
-                        .to_owned(),
-                )
-                .bind(answer_id)
-                .bind(pos as i64)
-                .bind(a.branch.as_str().to_owned())
-                .bind(a.account_type.code())
-                .bind(a.number.clone())
-                .bind(a.holder_kana.clone())
-                .bind(a.balance)
-                .bind(a.as_of.map(|d| d.to_string()))
-                .bind(a.last_transaction.map(|d| d.to_string()))
-                .fetch_one(&mut **tx)
-                .await?;
-                let account_id = get_i64(&acct, "id")?;
-                for (tpos, t) in a.transactions.iter().enumerate() {
-                    q("INSERT INTO answer_transactions (account_id, position, date, description, debit, \
-                       credit, balance) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                        .to_owned())
-                    .bind(account_id)
-                    .bind(tpos as i64)
+        // RETURNING order is not promised: match rows by their unique key.
+        let mut answer_ids = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            answer_ids.insert(
+                (get_str(row, "inquiry_id")?, get_i64(row, "revision")?),
+                get_i64(row, "id")?,
+            );
+        }
+        let answer_id = |f: &Filed<'_>| -> Result<i64> {
+            answer_ids
+                .get(&(f.answer.inquiry_id.as_str().to_owned(), f.revision))
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt("an inserted answer was not returned".into()))
+        };
+        let mut accounts = Vec::new();
+        let mut holdings = Vec::new();
+        for f in filed {
+            if let Outcome::Found {
+                accounts: a,
+                other_holdings: o,
+            } = &f.answer.outcome
+            {
+                let id = answer_id(f)?;
+                accounts.extend(a.iter().enumerate().map(|(pos, a)| (id, pos as i64, a)));
+                holdings.extend(o.iter().enumerate().map(|(pos, o)| (id, pos as i64, o)));
+            }
+        }
+        let account_rows = super::insert_rows(
+            tx,
+            self.dialect,
+            "INSERT INTO answer_accounts (answer_id, position, branch_code, account_type, number, \
+               holder_kana, balance, as_of, last_tx_date)",
+            9,
+            &accounts,
+            " RETURNING id, answer_id, position",
+            |query, (answer_id, pos, a)| {
+                query
+                    .bind(*answer_id)
+                    .bind(*pos)
+                    .bind(a.branch.as_str().to_owned())
+                    .bind(a.account_type.code())
+                    .bind(a.number.clone())
+                    .bind(a.holder_kana.clone())
+                    .bind(a.balance)
+                    .bind(a.as_of.map(|d| d.to_string()))
+                    .bind(a.last_transaction.map(|d| d.to_string()))
+            },
+        )
+        .await?;
+        let mut account_ids = HashMap::with_capacity(account_rows.len());
+        for row in &account_rows {
+            account_ids.insert(
+                (get_i64(row, "answer_id")?, get_i64(row, "position")?),
+                get_i64(row, "id")?,
+            );
+        }
+        let mut transactions = Vec::new();
+        for (answer_id, pos, a) in &accounts {
+            let account_id = *account_ids.get(&(*answer_id, *pos)).ok_or_else(|| {
+                StoreError::Corrupt("an inserted account was not returned".into())
+            })?;
+            transactions.extend(
+                a.transactions
+                    .iter()
+                    .enumerate()
+                    .map(|(tpos, t)| (account_id, tpos as i64, t)),
+            );
+        }
+        super::insert_rows(
+            tx,
+            self.dialect,
+            "INSERT INTO answer_transactions (account_id, position, date, description, debit, \
+               credit, balance)",
+            7,
+            &transactions,
+            "",
+            |query, (account_id, pos, t)| {
+                query
+                    .bind(*account_id)
+                    .bind(*pos)
                     .bind(t.date.to_string())
                     .bind(t.description.clone())
                     .bind(t.debit)
                     .bind(t.credit)
                     .bind(t.balance)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-            }
-            for (pos, o) in other_holdings.iter().enumerate() {
-                q(
-                    "INSERT INTO answer_other_holdings (answer_id, position, kind, description) \
-                   VALUES ($1, $2, $3, $4)"
-                        .to_owned(),
-                )
-                .bind(answer_id)
-                .bind(pos as i64)
-                .bind(o.kind.clone())
-                .bind(o.description.clone())
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
-        q("INSERT INTO case_file_entries (case_id, inquiry_id, answer_id, created_at) VALUES ($1, $2, $3, $4)"
-            .to_owned())
-        .bind(case_id.clone())
-        .bind(answer.inquiry_id.as_str().to_owned())
-        .bind(answer_id)
-        .bind(now)
-        .execute(&mut **tx)
+            },
+        )
         .await?;
-        q("INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) VALUES ($1, $2, $3, $4, $5)"
-            .to_owned())
-        .bind(answer.inquiry_id.as_str().to_owned())
-        .bind(now)
-        .bind(state.as_str())
-        .bind(new_state.as_str())
-        .bind(format!("answer revision {new_revision}"))
-        .execute(&mut **tx)
+        super::insert_rows(
+            tx,
+            self.dialect,
+            "INSERT INTO answer_other_holdings (answer_id, position, kind, description)",
+            4,
+            &holdings,
+            "",
+            |query, (answer_id, pos, o)| {
+                query
+                    .bind(*answer_id)
+                    .bind(*pos)
+                    .bind(o.kind.clone())
+                    .bind(o.description.clone())
+            },
+        )
+        .await?;
+        let entries = filed
+            .iter()
+            .map(|f| Ok((f, answer_id(f)?)))
+            .collect::<Result<Vec<_>>>()?;
+        super::insert_rows(
+            tx,
+            self.dialect,
+            "INSERT INTO case_file_entries (case_id, inquiry_id, answer_id, created_at)",
+            4,
+            &entries,
+            "",
+            |query, (f, answer_id)| {
+                query
+                    .bind(f.case_id.clone())
+                    .bind(f.answer.inquiry_id.as_str().to_owned())
+                    .bind(*answer_id)
+                    .bind(now)
+            },
+        )
+        .await?;
+        super::insert_rows(
+            tx,
+            self.dialect,
+            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail)",
+            5,
+            filed,
+            "",
+            |query, f| {
+                query
+                    .bind(f.answer.inquiry_id.as_str().to_owned())
+                    .bind(now)
+                    .bind(f.from.as_str())
+                    .bind(f.to.as_str())
+                    .bind(format!("answer revision {}", f.revision))
+            },
+        )
         .await?;
         // An answer after the case was decided does not change the decision
-        // silently: it raises a reopen alert for the caseworker.
-        let decided = q("SELECT decision_date FROM cases WHERE id = $1".to_owned())
-            .bind(case_id.clone())
-            .fetch_one(&mut **tx)
-            .await?;
-        if let Some(decision) = get_opt_date(&decided, "decision_date")?
-            && jst_date(now) > decision
-        {
-            let alert = q("INSERT INTO case_alerts (case_id, kind, inquiry_id, detail, created_at) VALUES ($1, 'reopen', $2, $3, $4) RETURNING id"
-                .to_owned())
-            .bind(case_id.clone())
-            .bind(answer.inquiry_id.as_str().to_owned())
+        // silently: it raises a reopen alert for the caseworker. Rare, so
+        // one statement each.
+        for f in filed {
+            let Some(decision) = f.decision.filter(|d| jst_date(now) > *d) else {
+                continue;
+            };
+            let alert = q(
+                "INSERT INTO case_alerts (case_id, kind, inquiry_id, detail, created_at) \
+                   VALUES ($1, 'reopen', $2, $3, $4) RETURNING id"
+                    .to_owned(),
+            )
+            .bind(f.case_id.clone())
+            .bind(f.answer.inquiry_id.as_str().to_owned())
             .bind(format!(
                 "institution {institution} answered ({}) after the decision of {decision}",
-                new_state.as_str()
+                f.to.as_str()
             ))
             .bind(now)
             .fetch_one(&mut **tx)
             .await?;
-            let alert_id = get_i64(&alert, "id")?;
             self.enqueue_feed_event(
                 tx,
-                &CaseId::from_trusted(case_id.clone()),
+                &CaseId::from_trusted(f.case_id.clone()),
                 FeedKind::AlertRaised,
-                &alert_id.to_string(),
+                &get_i64(&alert, "id")?.to_string(),
                 now,
             )
             .await?;
         }
-        let done = q(
-            "UPDATE inquiries SET state = $1, answer_revision = $2, updated_at = $3 \
-               WHERE id = $4 AND answer_revision = $5"
-                .to_owned(),
-        )
-        .bind(new_state.as_str())
-        .bind(new_revision)
-        .bind(now)
-        .bind(answer.inquiry_id.as_str().to_owned())
-        .bind(revision)
-        .execute(&mut **tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "inquiry {} was answered concurrently",
-                answer.inquiry_id
-            )));
+        // One update per batch: each inquiry's last accepted revision,
+        // fenced on the revision read under the lock.
+        let mut last: HashMap<&str, &Filed<'_>> = HashMap::with_capacity(filed.len());
+        for f in filed {
+            last.insert(f.answer.inquiry_id.as_str(), f);
         }
-        self.enqueue_feed_event(
-            tx,
-            &CaseId::from_trusted(case_id),
-            FeedKind::AnswerFiled,
-            &format!("{}:{new_revision}", answer.inquiry_id),
-            now,
-        )
-        .await?;
-        Ok(ApplyOutcome::Accepted {
-            revision: new_revision,
-            waited_ms: now - filed_at,
-        })
+        let last: Vec<(&str, &Filed<'_>)> = last.into_iter().collect();
+        for chunk in last.chunks(super::ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + i * 4, 4)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut update = super::q_many(self.dialect, format!(
+                "UPDATE inquiries SET state = v.column2, answer_revision = v.column3, updated_at = $1 \
+                   FROM (VALUES {values}) AS v \
+                   WHERE inquiries.id = v.column1 AND inquiries.answer_revision = v.column4"
+            ))
+            .bind(now);
+            for (id, f) in chunk {
+                let read = targets.get(*id).map_or(-1, |t| t.stored_revision);
+                update = update
+                    .bind((*id).to_owned())
+                    .bind(f.to.as_str())
+                    .bind(f.revision)
+                    .bind(read);
+            }
+            let done = update.execute(&mut **tx).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(StoreError::Conflict(
+                    "an answered inquiry changed concurrently".into(),
+                ));
+            }
+        }
+        for f in filed {
+            self.enqueue_feed_event(
+                tx,
+                &CaseId::from_trusted(f.case_id.clone()),
+                FeedKind::AnswerFiled,
+                &format!("{}:{}", f.answer.inquiry_id, f.revision),
+                now,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// The case with every answer filed for it, oldest first.

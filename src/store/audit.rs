@@ -69,28 +69,36 @@ impl Store {
         .fetch_one(&mut **tx)
         .await?;
         let (mut seq, mut prev) = (get_i64(&head, "seq")?, get_str(&head, "hash")?);
+        let mut chained = Vec::with_capacity(entries.len());
         for e in entries {
             seq += 1;
             let hash = chain_hash(&prev, seq, e);
-            q(format!(
-                "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            ))
-            .bind(seq)
-            .bind(e.at)
-            .bind(e.actor.clone())
-            .bind(e.role.clone())
-            .bind(e.office.clone())
-            .bind(e.action.as_str())
-            .bind(e.target.clone())
-            .bind(e.case_id.clone())
-            .bind(e.purpose.clone())
-            .bind(e.legal_basis.clone())
-            .bind(prev.clone())
-            .bind(hash.clone())
-            .execute(&mut **tx)
-            .await?;
-            prev = hash;
+            chained.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
         }
+        super::insert_rows(
+            tx,
+            self.dialect,
+            &format!("INSERT INTO audit_log ({COLUMNS})"),
+            12,
+            &chained,
+            "",
+            |query, (seq, e, prev, hash)| {
+                query
+                    .bind(*seq)
+                    .bind(e.at)
+                    .bind(e.actor.clone())
+                    .bind(e.role.clone())
+                    .bind(e.office.clone())
+                    .bind(e.action.as_str())
+                    .bind(e.target.clone())
+                    .bind(e.case_id.clone())
+                    .bind(e.purpose.clone())
+                    .bind(e.legal_basis.clone())
+                    .bind(prev.clone())
+                    .bind(hash.clone())
+            },
+        )
+        .await?;
         q("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1".to_owned())
             .bind(seq)
             .bind(prev)

@@ -36,9 +36,12 @@ impl Store {
                     .map(|i| format!("({})", placeholders(i * 6, 6)))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let mut query = q(format!(
-                    "INSERT INTO shokai_bench_baseline (id, request_id, subject_id, institution_code, state, created_at) VALUES {values}"
-                ));
+                let mut query = super::q_many(
+                    self.dialect,
+                    format!(
+                        "INSERT INTO shokai_bench_baseline (id, request_id, subject_id, institution_code, state, created_at) VALUES {values}"
+                    ),
+                );
                 for i in written..written + n {
                     query = query
                         .bind(format!("{i:032x}"))

@@ -157,7 +157,10 @@ pub(super) fn subject_from_row(row: &AnyRow) -> Result<Subject> {
 }
 
 pub enum RequestInsert {
-    Created(RequestId),
+    /// Written as this view shows it: every inquiry queued. Built from what
+    /// was written rather than read back, which would cost the single
+    /// SQLite writer's reads of a hundred rows or more per request.
+    Created(RequestView),
     /// The same idempotency key was used before with the same body.
     Replayed(RequestId),
 }
@@ -423,11 +426,14 @@ impl Store {
                 values.push(format!("({}, 'queued')", super::placeholders(i * 9, 9)));
                 events.push(format!("(${}, ${}, 'queued')", i * 2 + 1, i * 2 + 2));
             }
-            let mut insert = q(format!(
-                "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
+            let mut insert = super::q_many(
+                self.dialect,
+                format!(
+                    "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
                  due_date, created_at, updated_at, state) VALUES {}",
-                values.join(", ")
-            ));
+                    values.join(", ")
+                ),
+            );
             for inq in chunk {
                 insert = insert
                     .bind(inq.id.as_str().to_owned())
@@ -441,10 +447,13 @@ impl Store {
                     .bind(now);
             }
             insert.execute(&mut *tx).await?;
-            let mut ev = q(format!(
-                "INSERT INTO inquiry_events (inquiry_id, at, to_state) VALUES {}",
-                events.join(", ")
-            ));
+            let mut ev = super::q_many(
+                self.dialect,
+                format!(
+                    "INSERT INTO inquiry_events (inquiry_id, at, to_state) VALUES {}",
+                    events.join(", ")
+                ),
+            );
             for inq in chunk {
                 ev = ev.bind(inq.id.as_str().to_owned()).bind(now);
             }
@@ -454,7 +463,41 @@ impl Store {
             self.append_audit_in(&mut tx, audit).await?;
         }
         tx.commit().await?;
-        Ok(RequestInsert::Created(request.id.clone()))
+        let today = jst_date(now);
+        let mut inquiries: Vec<InquiryView> = request
+            .inquiries
+            .iter()
+            .map(|inq| InquiryView {
+                id: inq.id.clone(),
+                subject_id: inq.subject_id.clone(),
+                institution: inq.target.institution.clone(),
+                branches: inq.target.branches.clone(),
+                state: InquiryState::Queued,
+                batch_id: None,
+                due_date: request.due_date,
+                overdue: request.due_date < today,
+                failure_reason: None,
+                answer_revision: 0,
+                attempts: 0,
+                created_at: now,
+                updated_at: now,
+                history: vec![(InquiryState::Queued, now)],
+            })
+            .collect();
+        // The order a read gives: created_at (the same for all), then id.
+        inquiries.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        Ok(RequestInsert::Created(RequestView {
+            id: request.id.clone(),
+            case_id: request.case_id.clone(),
+            kinds: request.kinds.iter().copied().collect(),
+            reference_date: request.reference_date,
+            period: request.period,
+            legal_basis: request.legal_basis.clone(),
+            purpose: request.purpose.clone(),
+            due_date: request.due_date,
+            created_at: now,
+            inquiries,
+        }))
     }
 
     pub async fn request(&self, id: &RequestId) -> Result<Option<RequestView>> {

@@ -51,6 +51,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_web_ui.sql"),
         postgres: include_str!("../../migrations/postgres/0006_web_ui.sql"),
     },
+    Migration {
+        version: 7,
+        name: "batch_payloads",
+        sqlite: include_str!("../../migrations/sqlite/0007_batch_payloads.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_batch_payloads.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

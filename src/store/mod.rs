@@ -27,7 +27,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 pub use accounts::UserRecord;
-pub use answers::{ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount, SubjectTotal};
+pub use answers::{
+    AnswerAudit, ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount, SubjectTotal,
+};
 pub use audit::AuditFilter;
 pub use cases::{
     AlertChange, AlertRecord, CaseInsert, CaseRecord, CaseSummary, InquiryView, RequestInsert,
@@ -119,6 +121,51 @@ impl Dialect {
         }
     }
 
+    /// On SQLite, `$1 … $n` used once each in ascending order become
+    /// anonymous `?`s. SQLite looks up a named parameter by a linear scan
+    /// of the statement's names, at parse and again at every bind, so a
+    /// multi-row statement with thousands of `$n` costs quadratic time
+    /// (a third of the CPU in the first profile); `?`s are bound in order
+    /// at no cost. Any other use of placeholders is left as written.
+    fn positional(self, sql: String) -> String {
+        if self == Self::Postgres {
+            return sql;
+        }
+        let bytes = sql.as_bytes();
+        let mut out = String::with_capacity(sql.len());
+        let (mut expected, mut copied, mut i) = (1usize, 0, 0);
+        while i < bytes.len() {
+            if bytes[i] == b'$' {
+                let digits = bytes[i + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                if digits > 0 {
+                    if sql[i + 1..i + 1 + digits].parse() != Ok(expected) {
+                        return sql;
+                    }
+                    expected += 1;
+                    out.push_str(&sql[copied..i]);
+                    out.push('?');
+                    i += 1 + digits;
+                    copied = i;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        out.push_str(&sql[copied..]);
+        out
+    }
+
+    /// Locks only `table`'s rows of a join (PostgreSQL).
+    fn for_update_of(self, table: &str) -> String {
+        match self {
+            Self::Sqlite => String::new(),
+            Self::Postgres => format!(" FOR UPDATE OF {table}"),
+        }
+    }
+
     fn for_update(self) -> &'static str {
         match self {
             Self::Sqlite => "",
@@ -150,7 +197,14 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://shokai.db";
 
 #[derive(Clone)]
 pub struct Store {
+    /// Reads and single-statement writes.
     pool: AnyPool,
+    /// Write transactions. On SQLite a pool of one connection: SQLite has
+    /// one writer at a time, and queueing on the pool is fair and wakes the
+    /// next writer at once, where queueing on the busy timeout sleeps in
+    /// growing steps (the submit tail in BENCHMARKS.md). On PostgreSQL the
+    /// same pool as `pool`.
+    writer: AnyPool,
     dialect: Dialect,
     feed_events: bool,
 }
@@ -188,28 +242,36 @@ impl Store {
             });
         }
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = NORMAL",
-                            "PRAGMA foreign_keys = ON",
-                            "PRAGMA busy_timeout = 10000",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
+        let pool_of = |connections: u32| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = NORMAL",
+                                "PRAGMA foreign_keys = ON",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
                         }
-                    }
-                    Ok(())
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_of(config.max_connections)
+            .connect_with(options.clone())
             .await?;
+        let writer = match dialect {
+            Dialect::Sqlite => pool_of(1).connect_with(options).await?,
+            Dialect::Postgres => pool.clone(),
+        };
         Ok(Store {
             pool,
+            writer,
             dialect,
             feed_events: config.feed_events,
         })
@@ -221,6 +283,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// True when the database answers (for readiness checks).
@@ -230,14 +293,19 @@ impl Store {
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.pool.begin_with(self.dialect.begin_write()).await?)
+        Ok(self.writer.begin_with(self.dialect.begin_write()).await?)
     }
 }
 
 /// Builds a query from runtime text. All of our SQL is written in this
 /// module tree; values are always bound, never formatted in.
-fn q(sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+fn q(sql: String) -> Query {
     sqlx::query(AssertSqlSafe(sql))
+}
+
+/// `q` for statements with many placeholders (see `Dialect::positional`).
+fn q_many(dialect: Dialect, sql: String) -> Query {
+    q(dialect.positional(sql))
 }
 
 fn get_str(row: &AnyRow, col: &str) -> Result<String> {
@@ -268,10 +336,70 @@ fn get_opt_date(row: &AnyRow, col: &str) -> Result<Option<chrono::NaiveDate>> {
         .transpose()
 }
 
+type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Rows per multi-row statement: a few thousand bound values, well under
+/// both databases' limits, and one round trip to the database per chunk.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts `rows` with multi-row `INSERT … VALUES` statements of `width`
+/// columns each; `bind` binds one row's values in column order. `sql` is
+/// the statement up to `VALUES`; `returning` is appended (empty for none)
+/// and the returned rows are collected.
+async fn insert_rows<T>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+    sql: &str,
+    width: usize,
+    rows: &[T],
+    returning: &str,
+    bind: impl Fn(Query, &T) -> Query,
+) -> Result<Vec<AnyRow>> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * width, width)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut query = q_many(dialect, format!("{sql} VALUES {values}{returning}"));
+        for row in chunk {
+            query = bind(query, row);
+        }
+        if returning.is_empty() {
+            query.execute(&mut **tx).await?;
+        } else {
+            out.extend(query.fetch_all(&mut **tx).await?);
+        }
+    }
+    Ok(out)
+}
+
 /// `$1, $2, …, $n` starting after `offset` placeholders already used.
 fn placeholders(offset: usize, n: usize) -> String {
     (1..=n)
         .map(|i| format!("${}", offset + i))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dialect;
+
+    #[test]
+    fn positional_placeholders_only_when_in_order_and_once() {
+        let p = |s: &str| Dialect::Sqlite.positional(s.to_owned());
+        assert_eq!(
+            p("VALUES ($1, $2), ($3, 'a$b')"),
+            "VALUES (?, ?), (?, 'a$b')"
+        );
+        assert_eq!(p("SET a = $2, b = $1"), "SET a = $2, b = $1");
+        assert_eq!(p("($1, $1)"), "($1, $1)");
+        assert_eq!(p("x = $10"), "x = $10");
+        assert_eq!(p("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            Dialect::Postgres.positional("($1, $2)".to_owned()),
+            "($1, $2)"
+        );
+    }
 }

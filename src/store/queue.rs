@@ -8,7 +8,7 @@
 use super::cases::branches_from_text;
 use super::{
     Dialect, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
-    parse_date, placeholders, q,
+    parse_date, placeholders, q, q_many,
 };
 use crate::domain::breaker::{Admission, BreakerPolicy, BreakerState};
 use crate::domain::ids::{BatchId, ClaimToken, InquiryId, SubjectId};
@@ -159,7 +159,7 @@ impl Store {
             .iter()
             .map(|r| get_str(r, "id"))
             .collect::<Result<Vec<_>>>()?;
-        insert_events(tx, &ids, now, from, to, detail).await?;
+        insert_events(tx, self.dialect, &ids, now, from, to, detail).await?;
         Ok(ids)
     }
 }
@@ -169,29 +169,30 @@ impl Store {
 /// that a concurrent writer made impossible.
 pub(super) async fn insert_events(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
     ids: &[String],
     now: i64,
     from: InquiryState,
     to: InquiryState,
     detail: Option<&str>,
 ) -> Result<()> {
-    for chunk in ids.chunks(200) {
-        let values = (0..chunk.len())
-            .map(|i| format!("(${}, $1, $2, $3, $4)", i + 5))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut query = q(format!(
-            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) VALUES {values}"
-        ))
-        .bind(now)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(detail.map(str::to_owned));
-        for id in chunk {
-            query = query.bind(id.clone());
-        }
-        query.execute(&mut **tx).await?;
-    }
+    super::insert_rows(
+        tx,
+        dialect,
+        "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail)",
+        5,
+        ids,
+        "",
+        |query, id| {
+            query
+                .bind(id.clone())
+                .bind(now)
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(detail.map(str::to_owned))
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -305,22 +306,31 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        q("INSERT INTO batches (id, institution_code, state, inquiry_count, payload, next_attempt_at, \
-           created_at, updated_at) VALUES ($1, $2, 'sealed', $3, $4, $5, $5, $5)"
-            .to_owned())
+        q(
+            "INSERT INTO batches (id, institution_code, state, inquiry_count, next_attempt_at, \
+           created_at, updated_at) VALUES ($1, $2, 'sealed', $3, $4, $4, $4)"
+                .to_owned(),
+        )
         .bind(id.as_str().to_owned())
         .bind(institution.as_str().to_owned())
         .bind(inquiries.len() as i64)
-        .bind(payload.to_vec())
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        q("INSERT INTO batch_payloads (batch_id, payload) VALUES ($1, $2)".to_owned())
+            .bind(id.as_str().to_owned())
+            .bind(payload.to_vec())
+            .execute(&mut *tx)
+            .await?;
         for chunk in inquiries.chunks(500) {
             let ids = placeholders(2, chunk.len());
-            let mut update = q(format!(
-                "UPDATE inquiries SET state = 'batched', batch_id = $2, updated_at = $1 \
+            let mut update = q_many(
+                self.dialect,
+                format!(
+                    "UPDATE inquiries SET updated_at = $1, state = 'batched', batch_id = $2 \
                  WHERE state = 'queued' AND id IN ({ids}) RETURNING id"
-            ))
+                ),
+            )
             .bind(now)
             .bind(id.as_str().to_owned());
             for i in chunk {
@@ -341,6 +351,7 @@ impl Store {
                 .collect::<Result<Vec<_>>>()?;
             insert_events(
                 &mut tx,
+                self.dialect,
                 &moved,
                 now,
                 InquiryState::Queued,
@@ -464,7 +475,7 @@ impl Store {
                 "UPDATE batches SET state = 'in_flight', claim_token = $1, lease_until = $2, \
                    attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $3), \
                    updated_at = $3 WHERE id = $4 \
-                   RETURNING attempts, first_attempt_at, payload"
+                   RETURNING attempts, first_attempt_at"
                     .to_owned(),
             )
             .bind(token.as_str().to_owned())
@@ -473,13 +484,17 @@ impl Store {
             .bind(id.clone())
             .fetch_one(&mut *tx)
             .await?;
+            let payload = q("SELECT payload FROM batch_payloads WHERE batch_id = $1".to_owned())
+                .bind(id.clone())
+                .fetch_one(&mut *tx)
+                .await?;
             claimed.push(ClaimedBatch {
                 id: BatchId::from_trusted(id),
                 institution: InstitutionCode::from_trusted(code.to_owned()),
                 token,
                 attempt: get_i64(&updated, "attempts")?,
                 first_attempt_at: get_opt_i64(&updated, "first_attempt_at")?.unwrap_or(now),
-                payload: sqlx::Row::try_get::<Vec<u8>, _>(&updated, "payload")?,
+                payload: sqlx::Row::try_get::<Vec<u8>, _>(&payload, "payload")?,
                 endpoint_url: endpoint_url.clone(),
                 server_ca_pem: server_ca_pem.clone(),
             });
@@ -814,12 +829,15 @@ impl Store {
         institution: &InstitutionCode,
         id: &BatchId,
     ) -> Result<Option<Vec<u8>>> {
-        let row =
-            q("SELECT payload FROM batches WHERE id = $1 AND institution_code = $2".to_owned())
-                .bind(id.as_str().to_owned())
-                .bind(institution.as_str().to_owned())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = q(
+            "SELECT p.payload FROM batches b JOIN batch_payloads p ON p.batch_id = b.id \
+                 WHERE b.id = $1 AND b.institution_code = $2"
+                .to_owned(),
+        )
+        .bind(id.as_str().to_owned())
+        .bind(institution.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| Ok(sqlx::Row::try_get::<Vec<u8>, _>(&r, "payload")?))
             .transpose()
     }

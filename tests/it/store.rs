@@ -250,6 +250,141 @@ async fn queue_flow(url: String) {
 }
 db_test!(queue_flow, super::queue_flow);
 
+/// One answer batch holding every kind of answer at once: a first answer
+/// and its resend and correction for the same inquiry, another bank's
+/// inquiry, a cancelled one and a not-found. Each is judged as if it came
+/// alone, in order, and the accepted ones get their audit entries in the
+/// same transaction.
+async fn answer_batches_apply_in_order(url: String) {
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    make_push(&store, "0001", 10).await;
+    let request = crate::support::file_request_for(&store, 4, &["0001"]).await;
+    seal_due_batches(&store, now_millis() + 1).await.unwrap();
+    let claimed = store
+        .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    let t = now_millis();
+    store
+        .finish_batch(
+            &attempt(&claimed[0].id, &claimed[0].token, t),
+            &BatchFinish::Acknowledged,
+            None,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = request.inquiries.iter().map(|i| i.id.clone()).collect();
+    store
+        .cancel_inquiries(std::slice::from_ref(&ids[3]), "test", t)
+        .await
+        .unwrap();
+    let mut corrected = found(&ids[0], 250);
+    corrected.response_id = "R2".into();
+    let not_found = Answer {
+        inquiry_id: ids[1].clone(),
+        response_id: "R3".into(),
+        outcome: Outcome::NotFound,
+    };
+    let stranger = found(&shokai::domain::ids::InquiryId::generate(), 1);
+    let batch = [
+        found(&ids[0], 100),
+        found(&ids[0], 100),
+        corrected,
+        stranger,
+        not_found,
+        found(&ids[3], 5),
+    ];
+    let (head_before, _) = store.audit_head().await.unwrap();
+    let audit = |a: &Answer, revision: i64| shokai::domain::audit::AuditEntry {
+        at: t,
+        actor: "bank:0001".into(),
+        role: "bank".into(),
+        office: "0001".into(),
+        action: shokai::domain::audit::AuditAction::AnswerReceive,
+        target: format!("inquiry:{}#{revision}", a.inquiry_id),
+        case_id: None,
+        purpose: None,
+        legal_basis: None,
+    };
+    let out = store
+        .apply_answers(&code("0001"), &batch, t, Some(&audit))
+        .await
+        .unwrap();
+    let codes: Vec<String> = out
+        .iter()
+        .map(|o| match o {
+            ApplyOutcome::Accepted { revision, .. } => format!("accepted {revision}"),
+            ApplyOutcome::Duplicate => "duplicate".into(),
+            ApplyOutcome::Rejected { code, .. } => (*code).into(),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "accepted 1",
+            "duplicate",
+            "accepted 2",
+            "unknown_inquiry",
+            "accepted 1",
+            "inquiry_cancelled"
+        ]
+    );
+    let view = store.request(&request.id).await.unwrap().unwrap();
+    let state_of = |id: &shokai::domain::ids::InquiryId| {
+        let i = view.inquiries.iter().find(|i| &i.id == id).unwrap();
+        (i.state, i.answer_revision)
+    };
+    assert_eq!(state_of(&ids[0]), (InquiryState::Answered, 2));
+    assert_eq!(state_of(&ids[1]), (InquiryState::NotFound, 1));
+    assert_eq!(state_of(&ids[2]), (InquiryState::Delivered, 0));
+    assert_eq!(state_of(&ids[3]), (InquiryState::Cancelled, 0));
+    let file = store.case_file(&view.case_id).await.unwrap().unwrap();
+    assert_eq!(file.entries.len(), 3);
+    let first = file
+        .entries
+        .iter()
+        .find(|e| e.revision == 1 && e.inquiry_id == ids[0]);
+    assert!(first.unwrap().superseded);
+    assert_eq!(store.duplicate_case_file_entries().await.unwrap(), 0);
+    // Exactly the three accepted answers are in the trail, in order.
+    let trail = store
+        .audit_entries(&shokai::store::AuditFilter {
+            after_seq: Some(head_before),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let targets: Vec<_> = trail.iter().map(|c| c.entry.target.clone()).collect();
+    assert_eq!(
+        targets,
+        [
+            format!("inquiry:{}#1", ids[0]),
+            format!("inquiry:{}#2", ids[0]),
+            format!("inquiry:{}#1", ids[1]),
+        ]
+    );
+    // The same batch again changes nothing.
+    let again = store
+        .apply_answers(&code("0001"), &batch, t + 1, Some(&audit))
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .filter(|o| **o == ApplyOutcome::Duplicate)
+            .count(),
+        4
+    );
+    assert_eq!(store.audit_head().await.unwrap().0, head_before + 3);
+    store.close().await;
+}
+db_test!(
+    answer_batches_apply_in_order,
+    super::answer_batches_apply_in_order
+);
+
 async fn dead_batches_fail_their_inquiries(url: String) {
     let store = open(&url).await;
     import_small_directory(&store).await;
