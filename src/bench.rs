@@ -27,6 +27,12 @@ pub struct BenchConfig {
     /// Fill the queue with every institution paused, then release it.
     pub backlog: bool,
     pub submitters: usize,
+    /// Gateway processes on one database (more than one needs PostgreSQL).
+    pub gateways: usize,
+    /// Requests filed per second, spread evenly (open loop); 0 files them
+    /// as fast as the submitters can. A latency under a steady load says
+    /// more than one under saturation, which only measures the queue.
+    pub submit_rate: f64,
     pub work_dir: PathBuf,
     pub directory_dir: PathBuf,
 }
@@ -74,6 +80,11 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
             (format!("sqlite://{}", file.display()), "sqlite")
         }
     };
+    anyhow::ensure!(
+        config.gateways == 1 || db == "postgres",
+        "--gateways {} needs PostgreSQL: SQLite has one writer",
+        config.gateways
+    );
     let banks = crate::domain::zengin::parse_banks_csv(
         &std::fs::read_to_string(config.directory_dir.join("banks.csv"))
             .context("reading banks.csv")?,
@@ -146,6 +157,15 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         .await?;
     }
     let token = admin::create_token(&store, Role::Caseworker, "131016", "bench").await?;
+    // Further gateways: `shokai serve` children on the same database, with
+    // the engine settings of the one in this process.
+    let mut api_urls = vec![gateway.api_url()];
+    let mut children = Vec::new();
+    for _ in 1..config.gateways {
+        let (child, api_url) = spawn_gateway(&database_url, &pki_dir).await?;
+        api_urls.push(api_url);
+        children.push(child);
+    }
 
     // Cases of 20 people, each asked at every institution.
     let per_request = SUBJECTS_PER_CASE * codes.len();
@@ -159,15 +179,16 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         .no_proxy()
         .pool_max_idle_per_host(config.submitters)
         .build()?;
-    let base = gateway.api_url();
     let next = Arc::new(Mutex::new(0usize));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let started = Instant::now();
+    let pace =
+        (config.submit_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.submit_rate));
     let mut submitters = Vec::new();
-    for _ in 0..config.submitters.max(1) {
+    for n in 0..config.submitters.max(1) {
         let (http, base, token, next, latencies, codes) = (
             http.clone(),
-            base.clone(),
+            api_urls[n % api_urls.len()].clone(),
             token.clone(),
             next.clone(),
             latencies.clone(),
@@ -200,13 +221,20 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
                         .bytes()
                         .await?,
                 )?;
+                // Paced: the latency counts from the request's slot, so a
+                // gateway that falls behind cannot hide it (no coordinated
+                // omission).
+                let slot = pace.map(|p| started + p * n as u32);
+                if let Some(slot) = slot {
+                    tokio::time::sleep_until(slot.into()).await;
+                }
                 let body = json!({
                     "case_id": case["id"],
                     "institutions": codes.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
                     "kinds": ["existence", "balance"],
                     "due_date": (today() + chrono::Days::new(14)).to_string(),
                 });
-                let t = Instant::now();
+                let t = slot.unwrap_or_else(Instant::now);
                 let resp = http
                     .post(format!("{base}/requests"))
                     .bearer_auth(&token)
@@ -273,6 +301,8 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
     let e2e = total as f64 / elapsed;
     let result = json!({
         "db": db,
+        "gateways": config.gateways,
+        "submit_rate": config.submit_rate,
         "inquiries": total,
         "institutions": codes.len(),
         "batch_size": config.batch_size,
@@ -289,7 +319,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         "failed": failed,
         "submit_seconds": (submitted_in * 10.0).round() / 10.0,
     });
-    println!("database            {db}");
+    println!(
+        "database            {db} ({} gateway processes)",
+        config.gateways
+    );
     println!(
         "inquiries           {total} ({} institutions, batch size {})",
         codes.len(),
@@ -317,8 +350,55 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
     );
     println!("{result}");
     let _ = banks_child.kill().await;
+    for mut child in children {
+        let _ = child.kill().await;
+    }
     gateway.stop().await;
     Ok(result)
+}
+
+/// Starts `shokai serve --role all` on loopback ports of its own and
+/// returns it with its staff API URL, once it says it is serving.
+async fn spawn_gateway(
+    database_url: &str,
+    pki_dir: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--database-url", database_url, "--pki-dir"])
+        .arg(pki_dir)
+        .args([
+            "--staff-listen",
+            "127.0.0.1:0",
+            "--bank-listen",
+            "127.0.0.1:0",
+            "--poll-ms",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line
+                .strip_prefix("shokai: staff API ")
+                .and_then(|r| r.split(' ').next())
+            {
+                return Ok(url.to_owned());
+            }
+        }
+        anyhow::bail!("the second gateway exited before it served")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the second gateway did not start within 30 s"))??;
+    // Keep reading, so that its later lines never meet a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, url))
 }
 
 fn kana_number(mut n: usize) -> String {

@@ -126,6 +126,15 @@ enum Command {
         /// Concurrent API clients filing requests.
         #[arg(long, default_value_t = 4)]
         submitters: usize,
+        /// Gateway processes sharing the database (PostgreSQL only): the
+        /// first runs in the bench process, the others as `shokai serve`
+        /// children; submitters and banks take turns between them.
+        #[arg(long, default_value_t = 1)]
+        gateways: usize,
+        /// Requests (of 20 people × each institution) filed per second,
+        /// evenly spaced; 0 files them as fast as the submitters can.
+        #[arg(long, default_value_t = 0.0)]
+        submit_rate: f64,
         #[arg(long, default_value = "shokai-bench")]
         work_dir: PathBuf,
         #[arg(long, default_value = "data/zengin")]
@@ -698,10 +707,14 @@ async fn main() -> anyhow::Result<()> {
             batch_size,
             backlog,
             submitters,
+            gateways,
+            submit_rate,
             work_dir,
             directory,
         } => {
             shokai::bench::run(shokai::bench::BenchConfig {
+                gateways: gateways.clamp(1, 8),
+                submit_rate: submit_rate.max(0.0),
                 inquiries,
                 institutions: institutions.clamp(1, 50),
                 batch_size: batch_size.clamp(1, 10_000),

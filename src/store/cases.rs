@@ -252,30 +252,35 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        for (i, s) in case.subjects.iter().enumerate() {
-            q(
-                "INSERT INTO subjects (id, case_id, position, kana_name, kanji_name, birth_date, \
-               postal_code, address, former_kana_names) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                    .to_owned(),
-            )
-            .bind(s.id.as_str().to_owned())
-            .bind(case.id.as_str().to_owned())
-            .bind(i as i64)
-            .bind(s.kana_name.as_str().to_owned())
-            .bind(s.kanji_name.clone())
-            .bind(s.birth_date.to_string())
-            .bind(s.postal_code.clone())
-            .bind(s.address.clone())
-            .bind(
-                s.former_kana_names
-                    .iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+        let subjects: Vec<_> = case.subjects.iter().enumerate().collect();
+        super::insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO subjects (id, case_id, position, kana_name, kanji_name, birth_date, \
+               postal_code, address, former_kana_names)",
+            9,
+            &subjects,
+            "",
+            |query, (i, s)| {
+                query
+                    .bind(s.id.as_str().to_owned())
+                    .bind(case.id.as_str().to_owned())
+                    .bind(*i as i64)
+                    .bind(s.kana_name.as_str().to_owned())
+                    .bind(s.kanji_name.clone())
+                    .bind(s.birth_date.to_string())
+                    .bind(s.postal_code.clone())
+                    .bind(s.address.clone())
+                    .bind(
+                        s.former_kana_names
+                            .iter()
+                            .map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join("|"),
+                    )
+            },
+        )
+        .await?;
         if !audit.is_empty() {
             self.append_audit_in(&mut tx, audit).await?;
         }
