@@ -3,6 +3,11 @@
 
 use clap::Parser;
 
+/// mimalloc: see Cargo.toml for why. Only the binaries choose it; the
+/// library leaves the allocator to whoever links it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "mock-banks", about = "Mock banks for the Shokai gateway")]
 struct Cli {

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: see Cargo.toml for why. Only the binaries choose it; the
+/// library leaves the allocator to whoever links it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use shokai::casework::Role;
 use shokai::domain::state::Channel;
 use shokai::domain::zengin::InstitutionCode;
