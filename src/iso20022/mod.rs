@@ -248,14 +248,14 @@ pub fn encode_batch_receipt(r: &BatchReceipt) -> Vec<u8> {
 }
 
 pub fn decode_batch_receipt(bytes: &[u8]) -> Result<BatchReceipt, CodecError> {
-    let root = parse(
+    let doc = parse(
         bytes,
         &Limits {
             max_bytes: 64 * 1024,
             ..Limits::default()
         },
     )?;
-    let root = root.expect(NS_BATCH, "BtchRct")?;
+    let root = doc.root().expect(NS_BATCH, "BtchRct")?;
     let accepted = match root.text_at(&["Sts"])? {
         "ACPT" => true,
         "RJCT" => false,
@@ -281,17 +281,17 @@ fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
-fn date(el: &Element, path: &[&str]) -> Result<NaiveDate, CodecError> {
+fn date(el: Element<'_>, path: &[&str]) -> Result<NaiveDate, CodecError> {
     let raw = el.text_at(path)?;
     NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .map_err(|_| invalid(format!("{} '{raw}' is not a date", path.join("/"))))
 }
 
-fn opt_date(el: &Element, path: &[&str]) -> Result<Option<NaiveDate>, CodecError> {
+fn opt_date(el: Element<'_>, path: &[&str]) -> Result<Option<NaiveDate>, CodecError> {
     el.path(path).map(|_| date(el, path)).transpose()
 }
 
-fn amount(el: &Element, path: &[&str]) -> Result<i64, CodecError> {
+fn amount(el: Element<'_>, path: &[&str]) -> Result<i64, CodecError> {
     let raw = el.text_at(path)?;
     raw.parse().map_err(|_| {
         invalid(format!(
@@ -301,7 +301,7 @@ fn amount(el: &Element, path: &[&str]) -> Result<i64, CodecError> {
     })
 }
 
-fn check_count(root: &Element, n: usize) -> Result<(), CodecError> {
+fn check_count(root: Element<'_>, n: usize) -> Result<(), CodecError> {
     let declared = root.text_at(&["NbOfMsgs"])?;
     if declared != n.to_string() {
         return Err(CodecError::new(
@@ -338,18 +338,18 @@ pub struct ReceivedBatch {
 
 /// The bank side: reads an inquiry batch.
 pub fn decode_inquiry_batch(bytes: &[u8], limits: &Limits) -> Result<ReceivedBatch, CodecError> {
-    let root = parse(bytes, limits)?;
-    let root = root.expect(NS_BATCH, "InqryBtch")?;
+    let doc = parse(bytes, limits)?;
+    let root = doc.root().expect(NS_BATCH, "InqryBtch")?;
     let institution =
         InstitutionCode::parse(root.text_at(&["InstnCd"])?).map_err(|e| invalid(e.message))?;
-    let msgs: Vec<&Element> = root.children_named("Msg").collect();
+    let msgs: Vec<Element> = root.children_named("Msg").collect();
     check_count(root, msgs.len())?;
     let mut office = String::new();
     let mut inquiries = Vec::with_capacity(msgs.len());
     for msg in msgs {
         let hdr = msg
-            .children
-            .first()
+            .children()
+            .next()
             .ok_or_else(|| CodecError::new("missing_element", "Msg has no AppHdr"))?
             .expect(NS_HEAD, "AppHdr")?;
         if hdr.text_at(&["MsgDefIdr"])? != "auth.001.001.01" {
@@ -362,8 +362,8 @@ pub fn decode_inquiry_batch(bytes: &[u8], limits: &Limits) -> Result<ReceivedBat
             .text_at(&["Fr", "OrgId", "Id", "OrgId", "Othr", "Id"])?
             .to_owned();
         let doc = msg
-            .children
-            .get(1)
+            .children()
+            .nth(1)
             .ok_or_else(|| CodecError::new("missing_element", "Msg has no Document"))?
             .expect(NS_AUTH001, "Document")?;
         let o = doc
@@ -405,7 +405,7 @@ pub fn decode_inquiry_batch(bytes: &[u8], limits: &Limits) -> Result<ReceivedBat
             },
             branches: dtls
                 .children_named("Brnch")
-                .map(|b| BranchCode::parse(b.text.trim()).map_err(|e| invalid(e.message)))
+                .map(|b| BranchCode::parse(b.text().trim()).map_err(|e| invalid(e.message)))
                 .collect::<Result<_, _>>()?,
             due_date: opt_date(o, &["DueDt", "DueDt"])?,
             legal_basis: o.text_at(&["LglMndtBsis", "Prgrph"])?.to_owned(),
@@ -584,15 +584,15 @@ pub struct AnswerBatch {
 /// The gateway side: reads an answer batch. Envelope errors refuse the whole
 /// batch; an unreadable answer inside it is refused alone.
 pub fn decode_answer_batch(bytes: &[u8], limits: &Limits) -> Result<AnswerBatch, CodecError> {
-    let root = parse(bytes, limits)?;
-    let root = root.expect(NS_BATCH, "AnswBtch")?;
+    let doc = parse(bytes, limits)?;
+    let root = doc.root().expect(NS_BATCH, "AnswBtch")?;
     let batch_id = root.text_at(&["BtchId"])?.to_owned();
     if batch_id.chars().count() > 35 {
         return Err(invalid("BtchId is longer than 35 characters"));
     }
     let institution =
         InstitutionCode::parse(root.text_at(&["InstnCd"])?).map_err(|e| invalid(e.message))?;
-    let msgs: Vec<&Element> = root.children_named("Msg").collect();
+    let msgs: Vec<Element> = root.children_named("Msg").collect();
     check_count(root, msgs.len())?;
     let items = msgs.into_iter().map(decode_answer_msg).collect();
     Ok(AnswerBatch {
@@ -602,8 +602,8 @@ pub fn decode_answer_batch(bytes: &[u8], limits: &Limits) -> Result<AnswerBatch,
     })
 }
 
-fn decode_answer_msg(msg: &Element) -> Result<Answer, AnswerItemError> {
-    let doc = msg.children.get(1);
+fn decode_answer_msg(msg: Element<'_>) -> Result<Answer, AnswerItemError> {
+    let doc = msg.children().nth(1);
     let rsp = doc.and_then(|d| d.child("InfReqRspn"));
     let id_of = |path: &[&str]| {
         rsp.and_then(|r| r.opt_text_at(path))
@@ -618,8 +618,8 @@ fn decode_answer_msg(msg: &Element) -> Result<Answer, AnswerItemError> {
         error,
     };
     let hdr = msg
-        .children
-        .first()
+        .children()
+        .next()
         .ok_or_else(|| CodecError::new("missing_element", "Msg has no AppHdr"))
         .and_then(|h| h.expect(NS_HEAD, "AppHdr"))
         .map_err(fail)?;
@@ -641,7 +641,7 @@ fn decode_answer_msg(msg: &Element) -> Result<Answer, AnswerItemError> {
     decode_response(rsp).map_err(fail)
 }
 
-fn decode_response(rsp: &Element) -> Result<Answer, CodecError> {
+fn decode_response(rsp: Element<'_>) -> Result<Answer, CodecError> {
     let response_id = rsp.text_at(&["RspnId"])?;
     if response_id.chars().count() > 35 {
         return Err(invalid("RspnId is longer than 35 characters"));
@@ -654,7 +654,7 @@ fn decode_response(rsp: &Element) -> Result<Answer, CodecError> {
             "RspnSts '{status}' is not COMP, PART or NRES"
         )));
     }
-    let indicators: Vec<&Element> = rsp.children_named("RtrInd").collect();
+    let indicators: Vec<Element> = rsp.children_named("RtrInd").collect();
     if indicators.is_empty() {
         return Err(CodecError::new(
             "missing_element",
@@ -745,7 +745,9 @@ fn merge_reports(mut reports: Vec<(InquiryKind, Vec<Account>, Vec<OtherHolding>)
     }
 }
 
-fn decode_deposit_report(rpt: &Element) -> Result<(Vec<Account>, Vec<OtherHolding>), CodecError> {
+fn decode_deposit_report(
+    rpt: Element<'_>,
+) -> Result<(Vec<Account>, Vec<OtherHolding>), CodecError> {
     let mut accounts = Vec::new();
     for a in rpt.children_named("Acct") {
         let holder = a.text_at(&["HldrNm"])?;
@@ -891,8 +893,8 @@ fn non_empty(s: &str) -> String {
 
 /// The bank side: reads the gateway's receipt for an answer batch.
 pub fn decode_answer_batch_receipt(bytes: &[u8]) -> Result<AnswerBatchReceipt, CodecError> {
-    let root = parse(bytes, &Limits::default())?;
-    let root = root.expect(NS_BATCH, "AnswBtchRct")?;
+    let doc = parse(bytes, &Limits::default())?;
+    let root = doc.root().expect(NS_BATCH, "AnswBtchRct")?;
     let rejection = match root.text_at(&["Sts"])? {
         "ACPT" => None,
         _ => Some((
@@ -955,8 +957,8 @@ pub fn encode_pending_batches(institution: &InstitutionCode, batches: &[PendingB
 
 /// The bank side: reads the listing.
 pub fn decode_pending_batches(bytes: &[u8]) -> Result<Vec<PendingBatch>, CodecError> {
-    let root = parse(bytes, &Limits::default())?;
-    let root = root.expect(NS_BATCH, "PdgBtchs")?;
+    let doc = parse(bytes, &Limits::default())?;
+    let root = doc.root().expect(NS_BATCH, "PdgBtchs")?;
     root.children_named("Btch")
         .map(|b| {
             let created = b.text_at(&["CreDtTm"])?;

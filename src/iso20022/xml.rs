@@ -4,7 +4,6 @@
 //! anything not UTF-8; caps size, depth, element count and text length.
 
 use std::borrow::Cow;
-use std::rc::Rc;
 
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
@@ -31,91 +30,176 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Element {
-    /// Shared between elements: a document uses a handful of namespaces,
-    /// and one string each saves an allocation per element.
-    pub ns: Rc<str>,
-    pub name: String,
-    pub text: String,
-    pub children: Vec<Element>,
-    /// Characters in `text`, kept as text arrives (counting each time
-    /// would be quadratic in the number of text pieces).
-    text_chars: usize,
+/// A parsed document: every element in one vector, in document order, so
+/// that parsing allocates per document rather than per element. Names and
+/// most text borrow from the input.
+#[derive(Debug)]
+pub struct Document<'a> {
+    nodes: Vec<Node<'a>>,
+    /// Each namespace once; index 0 is "no namespace". Elements hold an
+    /// index, so comparing namespaces is comparing numbers.
+    namespaces: Vec<Box<str>>,
 }
 
-impl Element {
+#[derive(Debug)]
+struct Node<'a> {
+    name: Cow<'a, str>,
+    /// Borrowed unless entities or several pieces made it up.
+    text: Cow<'a, str>,
+    ns: u32,
+    /// One past the last node of this element's subtree: children start at
+    /// the next node, and each child's `end` is its next sibling.
+    end: u32,
+}
+
+impl<'a> Document<'a> {
+    pub fn root(&self) -> Element<'_> {
+        Element { doc: self, idx: 0 }
+    }
+}
+
+/// An element of a [`Document`]; cheap to copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Element<'d> {
+    doc: &'d Document<'d>,
+    idx: u32,
+}
+
+/// The element children of one element, in order.
+pub struct Children<'d> {
+    doc: &'d Document<'d>,
+    next: u32,
+    end: u32,
+}
+
+impl<'d> Iterator for Children<'d> {
+    type Item = Element<'d>;
+
+    fn next(&mut self) -> Option<Element<'d>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let idx = self.next;
+        self.next = self.doc.nodes[idx as usize].end;
+        Some(Element { doc: self.doc, idx })
+    }
+}
+
+impl<'d> Element<'d> {
+    fn node(self) -> &'d Node<'d> {
+        &self.doc.nodes[self.idx as usize]
+    }
+
+    pub fn name(self) -> &'d str {
+        &self.node().name
+    }
+
+    pub fn ns(self) -> &'d str {
+        &self.doc.namespaces[self.node().ns as usize]
+    }
+
+    /// The untrimmed text.
+    pub fn text(self) -> &'d str {
+        &self.node().text
+    }
+
+    pub fn children(self) -> Children<'d> {
+        Children {
+            doc: self.doc,
+            next: self.idx + 1,
+            end: self.node().end,
+        }
+    }
+
     /// The first child with this local name in the parent's namespace.
-    pub fn child(&self, name: &str) -> Option<&Element> {
-        self.children
-            .iter()
-            .find(|c| c.name == name && same_ns(&c.ns, &self.ns))
+    pub fn child(self, name: &str) -> Option<Element<'d>> {
+        self.children_named(name).next()
     }
 
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children
-            .iter()
-            .filter(move |c| c.name == name && same_ns(&c.ns, &self.ns))
+    pub fn children_named(self, name: &str) -> impl Iterator<Item = Element<'d>> {
+        let ns = self.node().ns;
+        self.children().filter(move |c| {
+            let n = c.node();
+            n.ns == ns && n.name == name
+        })
     }
 
-    pub fn path(&self, path: &[&str]) -> Option<&Element> {
+    pub fn path(self, path: &[&str]) -> Option<Element<'d>> {
         path.iter().try_fold(self, |el, name| el.child(name))
     }
 
     /// The trimmed text at `path`, which must be present and non-empty.
-    pub fn text_at(&self, path: &[&str]) -> Result<&str, CodecError> {
-        match self.path(path).map(|e| e.text.trim()) {
-            Some(t) if !t.is_empty() => Ok(t),
-            _ => Err(CodecError::new(
+    pub fn text_at(self, path: &[&str]) -> Result<&'d str, CodecError> {
+        match self.opt_text_at(path) {
+            Some(t) => Ok(t),
+            None => Err(CodecError::new(
                 "missing_element",
-                format!("{} has no {}", self.name, path.join("/")),
+                format!("{} has no {}", self.name(), path.join("/")),
             )),
         }
     }
 
-    pub fn opt_text_at(&self, path: &[&str]) -> Option<&str> {
+    pub fn opt_text_at(self, path: &[&str]) -> Option<&'d str> {
         self.path(path)
-            .map(|e| e.text.trim())
+            .map(|e| e.text().trim())
             .filter(|t| !t.is_empty())
     }
 
     /// The only element child, whatever its namespace (wildcard content).
-    pub fn single_child(&self) -> Result<&Element, CodecError> {
-        match self.children.as_slice() {
-            [one] => Ok(one),
+    pub fn single_child(self) -> Result<Element<'d>, CodecError> {
+        let mut children = self.children();
+        match (children.next(), children.next()) {
+            (Some(one), None) => Ok(one),
             _ => Err(CodecError::new(
                 "invalid_structure",
-                format!("{} must hold exactly one element", self.name),
+                format!("{} must hold exactly one element", self.name()),
             )),
         }
     }
 
-    pub fn expect(&self, ns: &str, name: &str) -> Result<&Element, CodecError> {
-        if self.name != name {
+    pub fn expect(self, ns: &str, name: &str) -> Result<Element<'d>, CodecError> {
+        if self.name() != name {
             return Err(CodecError::new(
                 "wrong_message",
-                format!("expected {name}, found {}", self.name),
+                format!("expected {name}, found {}", self.name()),
             ));
         }
-        if &*self.ns != ns {
+        if self.ns() != ns {
             return Err(CodecError::new(
                 "wrong_namespace",
-                format!("{name} must be in namespace {ns}, found '{}'", self.ns),
+                format!("{name} must be in namespace {ns}, found '{}'", self.ns()),
             ));
         }
         Ok(self)
     }
 }
 
-fn same_ns(a: &Rc<str>, b: &Rc<str>) -> bool {
-    Rc::ptr_eq(a, b) || a == b
-}
-
 fn malformed(e: impl std::fmt::Display) -> CodecError {
     CodecError::new("malformed_xml", e.to_string())
 }
 
-pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
+/// `s` as a slice of `input` when it lies inside it. Events of a reader over
+/// a `&str` borrow from it, but `BytesStart` lends its name only for as
+/// long as the event lives.
+fn reborrow<'a>(input: &'a str, s: &str) -> Cow<'a, str> {
+    let inside = (s.as_ptr() as usize)
+        .checked_sub(input.as_ptr() as usize)
+        .and_then(|at| input.get(at..at + s.len()));
+    match inside {
+        Some(borrowed) => Cow::Borrowed(borrowed),
+        None => Cow::Owned(s.to_owned()),
+    }
+}
+
+/// An element still open while parsing.
+struct Open {
+    idx: u32,
+    /// Characters in its text, counted only once the text has more bytes
+    /// than the limit allows characters (fewer bytes cannot be too long).
+    chars: Option<usize>,
+}
+
+pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, CodecError> {
     if bytes.len() > limits.max_bytes {
         return Err(CodecError::new(
             "too_large",
@@ -126,60 +210,51 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
             ),
         ));
     }
-    let text = std::str::from_utf8(bytes)
+    let input = std::str::from_utf8(bytes)
         .map_err(|e| CodecError::new("invalid_utf8", format!("the body is not UTF-8: {e}")))?;
-    let mut reader = NsReader::from_str(text);
+    let mut reader = NsReader::from_str(input);
     let config = reader.config_mut();
     config.check_end_names = true;
     config.expand_empty_elements = true;
     config.check_comments = true;
 
-    let mut stack: Vec<Element> = Vec::new();
-    let mut namespaces: Vec<Rc<str>> = Vec::new();
-    let mut root: Option<Element> = None;
-    let mut elements = 0usize;
+    let mut doc = Document {
+        // Our documents spend some 40 bytes per element; one allocation
+        // up front instead of a dozen regrowths of a large vector.
+        nodes: Vec::with_capacity((bytes.len() / 32).min(limits.max_elements)),
+        namespaces: vec!["".into()],
+    };
+    let mut open: Vec<Open> = Vec::new();
+    let mut closed_root = false;
     loop {
-        let (ns, event) = reader.read_resolved_event().map_err(malformed)?;
+        // Only start tags need their namespace resolved.
+        let event = reader.read_event().map_err(malformed)?;
         match event {
             Event::Start(start) => {
-                if root.is_some() {
+                if closed_root {
                     return Err(malformed("content after the root element"));
                 }
-                elements += 1;
-                if elements > limits.max_elements {
+                if doc.nodes.len() >= limits.max_elements {
                     return Err(CodecError::new(
                         "too_many_elements",
                         "the document has too many elements",
                     ));
                 }
-                if stack.len() >= limits.max_depth {
+                if open.len() >= limits.max_depth {
                     return Err(CodecError::new(
                         "too_deep",
                         format!("elements nest deeper than {}", limits.max_depth),
                     ));
                 }
-                let ns: Rc<str> = match ns {
-                    ResolveResult::Bound(n) => match namespaces.iter().find(|s| &***s == n.0) {
-                        Some(shared) => shared.clone(),
-                        None => {
-                            // Our documents use a handful; many is an attack
-                            // on the lookup above.
-                            if namespaces.len() >= MAX_NAMESPACES {
-                                return Err(CodecError::new(
-                                    "too_large",
-                                    "the document uses too many namespaces",
-                                ));
-                            }
-                            let shared: Rc<str> = Rc::from(n.0);
-                            namespaces.push(shared.clone());
-                            shared
-                        }
-                    },
-                    ResolveResult::Unbound => Rc::from(""),
+                let (ns, local) = reader.resolver().resolve_element(start.name());
+                let ns = match ns {
+                    ResolveResult::Bound(n) => intern(&mut doc.namespaces, n.0)?,
+                    ResolveResult::Unbound => 0,
                     ResolveResult::Unknown(p) => {
                         return Err(malformed(format!("unknown namespace prefix '{p}'")));
                     }
                 };
+                let name = reborrow(input, local.into_inner());
                 // Checked before iterating: attribute checks are quadratic in
                 // their number, and our documents carry a few namespaces only.
                 if start.attributes_raw().len() > MAX_ATTRIBUTE_BYTES {
@@ -198,30 +273,24 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                         })?;
                     check_chars(&value)?;
                 }
-                let name = start.local_name().into_inner().to_owned();
-                stack.push(Element {
-                    ns,
+                open.push(Open {
+                    idx: doc.nodes.len() as u32,
+                    chars: None,
+                });
+                doc.nodes.push(Node {
                     name,
-                    text: String::new(),
-                    children: Vec::new(),
-                    text_chars: 0,
+                    text: Cow::Borrowed(""),
+                    ns,
+                    end: 0,
                 });
             }
             Event::End(_) => {
-                let done = stack.pop().ok_or_else(|| malformed("unmatched end tag"))?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(done),
-                    None => root = Some(done),
-                }
+                let done = open.pop().ok_or_else(|| malformed("unmatched end tag"))?;
+                doc.nodes[done.idx as usize].end = doc.nodes.len() as u32;
+                closed_root = open.is_empty();
             }
-            Event::Text(t) => {
-                let s = t.xml10_content();
-                push_text(&mut stack, &s, limits)?;
-            }
-            Event::CData(c) => {
-                let s = c.xml10_content();
-                push_text(&mut stack, &s, limits)?;
-            }
+            Event::Text(t) => push_text(&mut doc.nodes, &mut open, t.xml10_content(), limits)?,
+            Event::CData(c) => push_text(&mut doc.nodes, &mut open, c.xml10_content(), limits)?,
             Event::GeneralRef(r) => {
                 let resolved: Cow<'_, str> =
                     if let Some(ch) = r.resolve_char_ref().map_err(malformed)? {
@@ -241,7 +310,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
                             }
                         }
                     };
-                push_text(&mut stack, &resolved, limits)?;
+                push_text(&mut doc.nodes, &mut open, resolved, limits)?;
             }
             Event::DocType(_) => {
                 return Err(CodecError::new(
@@ -270,10 +339,30 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Element, CodecError> {
             Event::Eof => break,
         }
     }
-    if !stack.is_empty() {
+    if !open.is_empty() {
         return Err(malformed("the document ends inside an element"));
     }
-    root.ok_or_else(|| malformed("the document has no root element"))
+    if !closed_root {
+        return Err(malformed("the document has no root element"));
+    }
+    Ok(doc)
+}
+
+/// The index of namespace `n`, added if new.
+fn intern(namespaces: &mut Vec<Box<str>>, n: &str) -> Result<u32, CodecError> {
+    if let Some(i) = namespaces.iter().position(|s| &**s == n) {
+        return Ok(i as u32);
+    }
+    // Our documents use a handful; many is an attack on the lookup above.
+    // (The first entry, "no namespace", does not count.)
+    if namespaces.len() > MAX_NAMESPACES {
+        return Err(CodecError::new(
+            "too_large",
+            "the document uses too many namespaces",
+        ));
+    }
+    namespaces.push(n.into());
+    Ok(namespaces.len() as u32 - 1)
 }
 
 /// Distinct namespaces one document may use.
@@ -285,6 +374,18 @@ const MAX_ATTRIBUTE_BYTES: usize = 2048;
 /// XML 1.0 allows no C0 controls but tab and line ends; a NUL would also be
 /// refused by PostgreSQL later, after the bank was told the answer was fine.
 fn check_chars(s: &str) -> Result<(), CodecError> {
+    // A scan of bytes finds none in most text without decoding characters;
+    // U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8.
+    let b = s.as_bytes();
+    let suspect = b.iter().enumerate().any(|(i, &c)| {
+        (c < b' ' && !matches!(c, b'\t' | b'\n' | b'\r'))
+            || (c == 0xEF
+                && b.get(i + 1) == Some(&0xBF)
+                && matches!(b.get(i + 2), Some(0xBE | 0xBF)))
+    });
+    if !suspect {
+        return Ok(());
+    }
     match s.chars().find(|&c| {
         (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
     }) {
@@ -296,26 +397,48 @@ fn check_chars(s: &str) -> Result<(), CodecError> {
     }
 }
 
-fn push_text(stack: &mut [Element], s: &str, limits: &Limits) -> Result<(), CodecError> {
-    check_chars(s)?;
-    match stack.last_mut() {
-        // Indentation between child elements is not text: a pretty-printed
-        // batch must not run into the text limit of its parent elements.
-        Some(el) if !el.children.is_empty() && s.trim().is_empty() => Ok(()),
-        Some(el) => {
-            el.text.push_str(s);
-            el.text_chars += s.chars().count();
-            if el.text_chars > limits.max_text_chars {
-                return Err(CodecError::new(
-                    "too_large",
-                    format!("text of {} is too long", el.name),
-                ));
-            }
+fn push_text<'a>(
+    nodes: &mut [Node<'a>],
+    open: &mut [Open],
+    s: Cow<'a, str>,
+    limits: &Limits,
+) -> Result<(), CodecError> {
+    check_chars(&s)?;
+    let Some(top) = open.last_mut() else {
+        return if s.trim().is_empty() {
             Ok(())
-        }
-        None if s.trim().is_empty() => Ok(()),
-        None => Err(malformed("text outside the root element")),
+        } else {
+            Err(malformed("text outside the root element"))
+        };
+    };
+    let idx = top.idx as usize;
+    // Indentation between child elements is not text: a pretty-printed
+    // batch must not run into the text limit of its parent elements.
+    let has_children = nodes.len() > idx + 1;
+    if has_children && s.trim().is_empty() {
+        return Ok(());
     }
+    let el = &mut nodes[idx];
+    let piece_bytes = s.len();
+    if el.text.is_empty() {
+        el.text = s;
+    } else {
+        el.text.to_mut().push_str(&s);
+    }
+    if el.text.len() > limits.max_text_chars {
+        let chars = match top.chars {
+            Some(before) => before + el.text[el.text.len() - piece_bytes..].chars().count(),
+            None => el.text.chars().count(),
+        };
+        top.chars = Some(chars);
+        if chars > limits.max_text_chars {
+            return Err(CodecError::new(
+                "too_large",
+                format!("text of {} is too long", el.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Appends XML by hand: our documents are flat and fixed in shape, and
@@ -389,14 +512,15 @@ impl Out {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> Result<Element, CodecError> {
+    fn p(s: &str) -> Result<Document<'_>, CodecError> {
         parse(s.as_bytes(), &Limits::default())
     }
 
     #[test]
     fn parses_namespaces_and_text() {
         let e = p(r#"<?xml version="1.0" encoding="UTF-8"?><a:R xmlns:a="urn:x"><a:B>x &amp; y&#x41;</a:B><a:C/></a:R>"#).unwrap();
-        assert_eq!(&*e.ns, "urn:x");
+        let e = e.root();
+        assert_eq!(e.ns(), "urn:x");
         assert_eq!(e.text_at(&["B"]).unwrap(), "x & yA");
         assert!(e.child("C").is_some());
     }
@@ -443,7 +567,7 @@ mod tests {
         );
         // Indentation between many children is not the parent's text.
         let pretty = format!("<r>{}</r>", "\n                  <a>x</a>".repeat(3000));
-        assert_eq!(p(&pretty).unwrap().children.len(), 3000);
+        assert_eq!(p(&pretty).unwrap().root().children().count(), 3000);
         let deep = "<a>".repeat(40) + &"</a>".repeat(40);
         assert_eq!(p(&deep).unwrap_err().code, "too_deep");
         assert_eq!(
