@@ -197,6 +197,8 @@ struct Open {
     /// Characters in its text, counted only once the text has more bytes
     /// than the limit allows characters (fewer bytes cannot be too long).
     chars: Option<usize>,
+    /// Declares namespaces: their scope ends with it.
+    declares: bool,
 }
 
 pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, CodecError> {
@@ -225,6 +227,10 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
         namespaces: vec!["".into()],
     };
     let mut open: Vec<Open> = Vec::new();
+    // The namespace index of each prefix (None: no prefix) resolved since
+    // the bindings in scope last changed, which spares most elements a
+    // lookup in the resolver and among the namespaces.
+    let mut prefixes: Vec<(Option<Box<str>>, u32)> = Vec::new();
     let mut closed_root = false;
     loop {
         // Only start tags need their namespace resolved.
@@ -246,24 +252,49 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
                         format!("elements nest deeper than {}", limits.max_depth),
                     ));
                 }
-                let (ns, local) = reader.resolver().resolve_element(start.name());
-                let ns = match ns {
-                    ResolveResult::Bound(n) => intern(&mut doc.namespaces, n.0)?,
-                    ResolveResult::Unbound => 0,
-                    ResolveResult::Unknown(p) => {
-                        return Err(malformed(format!("unknown namespace prefix '{p}'")));
+                let attributes = start.attributes_raw();
+                // Bindings in scope change only at an element that declares
+                // some (and again at its end); "xmlns" anywhere is enough.
+                let declares = attributes.contains("xmlns");
+                if declares {
+                    prefixes.clear();
+                }
+                let qname = start.name().into_inner();
+                let (prefix, local) = match qname.bytes().position(|b| b == b':') {
+                    Some(i) => (Some(&qname[..i]), &qname[i + 1..]),
+                    None => (None, qname),
+                };
+                let ns = match prefixes.iter().find(|(p, _)| p.as_deref() == prefix) {
+                    Some(&(_, ns)) => ns,
+                    None => {
+                        let ns = match reader.resolver().resolve_element(start.name()).0 {
+                            ResolveResult::Bound(n) => intern(&mut doc.namespaces, n.0)?,
+                            ResolveResult::Unbound => 0,
+                            ResolveResult::Unknown(p) => {
+                                return Err(malformed(format!("unknown namespace prefix '{p}'")));
+                            }
+                        };
+                        if prefixes.len() < 8 {
+                            prefixes.push((prefix.map(Box::from), ns));
+                        }
+                        ns
                     }
                 };
-                let name = reborrow(input, local.into_inner());
+                let name = reborrow(input, local);
                 // Checked before iterating: attribute checks are quadratic in
                 // their number, and our documents carry a few namespaces only.
-                if start.attributes_raw().len() > MAX_ATTRIBUTE_BYTES {
+                if attributes.len() > MAX_ATTRIBUTE_BYTES {
                     return Err(CodecError::new(
                         "too_large",
                         "an element has too many attributes",
                     ));
                 }
-                for attr in start.attributes() {
+                // Most elements have none: no more than XML white space.
+                let none = attributes
+                    .bytes()
+                    .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+                let attrs = (!none).then(|| start.attributes());
+                for attr in attrs.into_iter().flatten() {
                     // Checks that attribute values carry no custom entities.
                     let value = attr
                         .map_err(malformed)?
@@ -276,6 +307,7 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
                 open.push(Open {
                     idx: doc.nodes.len() as u32,
                     chars: None,
+                    declares,
                 });
                 doc.nodes.push(Node {
                     name,
@@ -287,6 +319,9 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
             Event::End(_) => {
                 let done = open.pop().ok_or_else(|| malformed("unmatched end tag"))?;
                 doc.nodes[done.idx as usize].end = doc.nodes.len() as u32;
+                if done.declares {
+                    prefixes.clear();
+                }
                 closed_root = open.is_empty();
             }
             Event::Text(t) => push_text(&mut doc.nodes, &mut open, t.xml10_content(), limits)?,
@@ -581,6 +616,27 @@ mod tests {
         assert_eq!(
             parse(b"<r>0123456789</r>", &small).unwrap_err().code,
             "too_large"
+        );
+    }
+
+    #[test]
+    fn prefixes_follow_their_scope() {
+        let d = p(r#"<a:r xmlns:a="urn:1"><a:x/><a:y xmlns:a="urn:2"><a:z/></a:y><a:w/></a:r>"#)
+            .unwrap();
+        let ns: Vec<&str> = d.root().children().map(|c| c.ns()).collect();
+        assert_eq!(ns, ["urn:1", "urn:2", "urn:1"]);
+        let y = d.root().children().nth(1).unwrap();
+        assert_eq!(y.single_child().unwrap().ns(), "urn:2");
+        let d = p(r#"<r xmlns="urn:d"><c/><e xmlns=""><f/></e><g/></r>"#).unwrap();
+        let ns: Vec<&str> = d.root().children().map(|c| c.ns()).collect();
+        assert_eq!(ns, ["urn:d", "", "urn:d"]);
+        let e = d.root().children().nth(1).unwrap();
+        assert_eq!(e.single_child().unwrap().ns(), "");
+        assert_eq!(
+            p(r#"<a:r xmlns:a="urn:1"><a:x/><b:y/></a:r>"#)
+                .unwrap_err()
+                .code,
+            "malformed_xml"
         );
     }
 
