@@ -277,14 +277,35 @@ pub fn decode_batch_receipt(bytes: &[u8]) -> Result<BatchReceipt, CodecError> {
     })
 }
 
+/// More than `max` characters; no text has more characters than bytes.
+fn longer_than(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
+}
+
 fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
 fn date(el: Element<'_>, path: &[&str]) -> Result<NaiveDate, CodecError> {
     let raw = el.text_at(path)?;
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .map_err(|_| invalid(format!("{} '{raw}' is not a date", path.join("/"))))
+    parse_date(raw).ok_or_else(|| invalid(format!("{} '{raw}' is not a date", path.join("/"))))
+}
+
+/// `%Y-%m-%d`. The usual `YYYY-MM-DD` is read by hand, which chrono would
+/// read alike; anything else goes through chrono's format parser.
+fn parse_date(raw: &str) -> Option<NaiveDate> {
+    let b = raw.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        if let (Some(y), Some(m), Some(d)) = (digits(0..4), digits(5..7), digits(8..10)) {
+            return NaiveDate::from_ymd_opt(y as i32, m, d);
+        }
+    }
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
 }
 
 fn opt_date(el: Element<'_>, path: &[&str]) -> Result<Option<NaiveDate>, CodecError> {
@@ -587,7 +608,7 @@ pub fn decode_answer_batch(bytes: &[u8], limits: &Limits) -> Result<AnswerBatch,
     let doc = parse(bytes, limits)?;
     let root = doc.root().expect(NS_BATCH, "AnswBtch")?;
     let batch_id = root.text_at(&["BtchId"])?.to_owned();
-    if batch_id.chars().count() > 35 {
+    if longer_than(&batch_id, 35) {
         return Err(invalid("BtchId is longer than 35 characters"));
     }
     let institution =
@@ -643,7 +664,7 @@ fn decode_answer_msg(msg: Element<'_>) -> Result<Answer, AnswerItemError> {
 
 fn decode_response(rsp: Element<'_>) -> Result<Answer, CodecError> {
     let response_id = rsp.text_at(&["RspnId"])?;
-    if response_id.chars().count() > 35 {
+    if longer_than(response_id, 35) {
         return Err(invalid("RspnId is longer than 35 characters"));
     }
     let inquiry_id =
@@ -751,7 +772,7 @@ fn decode_deposit_report(
     let mut accounts = Vec::new();
     for a in rpt.children_named("Acct") {
         let holder = a.text_at(&["HldrNm"])?;
-        if holder.chars().count() > crate::domain::kana::MAX_ZENGIN_LEN {
+        if longer_than(holder, crate::domain::kana::MAX_ZENGIN_LEN) {
             return Err(invalid("HldrNm is longer than 30 characters"));
         }
         let mut transactions = Vec::new();

@@ -253,9 +253,13 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
                     ));
                 }
                 let attributes = start.attributes_raw();
+                // Most elements have none: no more than XML white space.
+                let no_attributes = attributes
+                    .bytes()
+                    .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
                 // Bindings in scope change only at an element that declares
                 // some (and again at its end); "xmlns" anywhere is enough.
-                let declares = attributes.contains("xmlns");
+                let declares = !no_attributes && attributes.contains("xmlns");
                 if declares {
                     prefixes.clear();
                 }
@@ -264,7 +268,14 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
                     Some(i) => (Some(&qname[..i]), &qname[i + 1..]),
                     None => (None, qname),
                 };
-                let ns = match prefixes.iter().find(|(p, _)| p.as_deref() == prefix) {
+                // Prefixes are a few bytes: compared inline, not by memcmp.
+                let same = |p: &Option<Box<str>>| match (p.as_deref(), prefix) {
+                    (Some(a), Some(b)) => {
+                        a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+                    }
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+                let ns = match prefixes.iter().find(|(p, _)| same(p)) {
                     Some(&(_, ns)) => ns,
                     None => {
                         let ns = match reader.resolver().resolve_element(start.name()).0 {
@@ -289,11 +300,7 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
                         "an element has too many attributes",
                     ));
                 }
-                // Most elements have none: no more than XML white space.
-                let none = attributes
-                    .bytes()
-                    .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-                let attrs = (!none).then(|| start.attributes());
+                let attrs = (!no_attributes).then(|| start.attributes());
                 for attr in attrs.into_iter().flatten() {
                     // Checks that attribute values carry no custom entities.
                     let value = attr
