@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use quick_xml::events::Event;
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::{NsReader, XmlVersion};
 
@@ -300,16 +300,8 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
                         "an element has too many attributes",
                     ));
                 }
-                let attrs = (!no_attributes).then(|| start.attributes());
-                for attr in attrs.into_iter().flatten() {
-                    // Checks that attribute values carry no custom entities.
-                    let value = attr
-                        .map_err(malformed)?
-                        .normalized_value(XmlVersion::Explicit1_0)
-                        .map_err(|e| {
-                            CodecError::new("entity_forbidden", format!("attribute value: {e}"))
-                        })?;
-                    check_chars(&value)?;
+                if !no_attributes {
+                    check_attributes(&start)?;
                 }
                 open.push(Open {
                     idx: doc.nodes.len() as u32,
@@ -388,6 +380,18 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
         return Err(malformed("the document has no root element"));
     }
     Ok(doc)
+}
+
+/// Attribute values carry no custom entities and no forbidden characters.
+fn check_attributes(start: &BytesStart<'_>) -> Result<(), CodecError> {
+    for attr in start.attributes() {
+        let value = attr
+            .map_err(malformed)?
+            .normalized_value(XmlVersion::Explicit1_0)
+            .map_err(|e| CodecError::new("entity_forbidden", format!("attribute value: {e}")))?;
+        check_chars(&value)?;
+    }
+    Ok(())
 }
 
 /// The index of namespace `n`, added if new.
