@@ -123,7 +123,7 @@ struct Bank {
     started: std::time::Instant,
     seen_batches: Mutex<HashSet<String>>,
     /// (office, not before, answer)
-    pending: Mutex<Vec<Pending>>,
+    pending: Mutex<std::collections::VecDeque<Pending>>,
     /// Shared by every bank of the process.
     log: Option<Arc<Mutex<std::fs::File>>>,
 }
@@ -163,7 +163,7 @@ impl Bank {
         };
         let mut pending = self.pending.lock().expect("lock");
         if rng.random_bool(f.duplicate_rate) {
-            pending.push(Pending {
+            pending.push_back(Pending {
                 office: office.to_owned(),
                 not_before: now + delay * 2,
                 answer: answer.clone(),
@@ -188,13 +188,13 @@ impl Bank {
                 other_holdings: other_holdings.clone(),
             };
             corrected.answer.response_id.push('C');
-            pending.push(Pending {
+            pending.push_back(Pending {
                 office: office.to_owned(),
                 not_before: now + delay + Duration::from_millis(500),
                 answer: corrected,
             });
         }
-        pending.push(Pending {
+        pending.push_back(Pending {
             office: office.to_owned(),
             not_before: now + delay,
             answer,
@@ -488,6 +488,9 @@ async fn receive_batch(bank: web::Data<Arc<Bank>>, body: web::Bytes) -> HttpResp
     reply(StatusCode::OK, r)
 }
 
+/// Answers one answer batch carries at most.
+const MAX_ANSWERS_PER_BATCH: usize = 500;
+
 async fn answer_loop(bank: Arc<Bank>, client: reqwest::Client, url: String, delay: Duration) {
     let mut backoff = delay;
     let mut seq = 0u64;
@@ -506,13 +509,21 @@ async fn answer_loop(bank: Arc<Bank>, client: reqwest::Client, url: String, dela
                 backoff = delay;
                 continue;
             };
-            let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *pending)
-                .into_iter()
-                .partition(|p| p.office == office && p.not_before <= now);
-            *pending = rest;
-            let mut ready = ready;
-            let later = ready.split_off(ready.len().min(500));
-            pending.extend(later);
+            // Up to 500 from the front, keeping the order of the rest: the
+            // cost is what is scanned, not the whole queue (a backlog can
+            // leave hundreds of thousands waiting).
+            let mut ready = Vec::new();
+            let mut skipped = Vec::new();
+            while ready.len() < MAX_ANSWERS_PER_BATCH {
+                match pending.pop_front() {
+                    Some(p) if p.office == office && p.not_before <= now => ready.push(p),
+                    Some(p) => skipped.push(p),
+                    None => break,
+                }
+            }
+            for p in skipped.into_iter().rev() {
+                pending.push_front(p);
+            }
             ready
         };
         let office = mine[0].office.clone();

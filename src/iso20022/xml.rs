@@ -221,9 +221,12 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Document<'a>, Codec
     config.check_comments = true;
 
     let mut doc = Document {
-        // Our documents spend some 40 bytes per element; one allocation
-        // up front instead of a dozen regrowths of a large vector.
-        nodes: Vec::with_capacity((bytes.len() / 32).min(limits.max_elements)),
+        // Every element opens with a '<' (so do end tags and comments):
+        // one allocation up front, of at most what the document needs,
+        // instead of a dozen regrowths of a large vector.
+        nodes: Vec::with_capacity(
+            (bytes.iter().filter(|&&b| b == b'<').count() / 2 + 1).min(limits.max_elements),
+        ),
         namespaces: vec!["".into()],
     };
     let mut open: Vec<Open> = Vec::new();
