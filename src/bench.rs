@@ -363,9 +363,8 @@ async fn spawn_gateway(
     database_url: &str,
     pki_dir: &std::path::Path,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--database-url", database_url, "--pki-dir"])
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args(["serve", "--database-url", database_url, "--pki-dir"])
         .arg(pki_dir)
         .args([
             "--staff-listen",
@@ -374,31 +373,13 @@ async fn spawn_gateway(
             "127.0.0.1:0",
             "--poll-ms",
             "20",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(url) = line
-                .strip_prefix("shokai: staff API ")
-                .and_then(|r| r.split(' ').next())
-            {
-                return Ok(url.to_owned());
-            }
-        }
-        anyhow::bail!("the second gateway exited before it served")
+        ]);
+    crate::child::spawn_announced(cmd, "the second gateway", |line| {
+        line.strip_prefix("shokai: staff API ")
+            .and_then(|r| r.split(' ').next())
+            .map(str::to_owned)
     })
     .await
-    .map_err(|_| anyhow::anyhow!("the second gateway did not start within 30 s"))??;
-    // Keep reading, so that its later lines never meet a closed pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, url))
 }
 
 fn kana_number(mut n: usize) -> String {

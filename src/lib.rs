@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod bench;
 pub mod casework;
+pub mod child;
 pub mod conformance;
 pub mod connectors;
 pub mod csv;

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -738,32 +737,20 @@ impl Args {
 /// Starts a mock-banks process (`cmd` names the program and its arguments)
 /// and waits until it has printed every bank's endpoint.
 pub async fn spawn(
-    mut cmd: tokio::process::Command,
+    cmd: tokio::process::Command,
 ) -> anyhow::Result<(tokio::process::Child, Vec<(String, String)>)> {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = cmd.stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
     let mut endpoints = Vec::new();
-    let wait = async {
-        while let Some(line) = lines.next_line().await? {
-            if line == "mock-banks ready" {
-                return Ok::<_, anyhow::Error>(());
-            }
-            if let Some((code, url)) = line
-                .strip_prefix("mock-bank ")
-                .and_then(|r| r.split_once(' '))
-            {
-                endpoints.push((code.to_owned(), url.to_owned()));
-            }
+    crate::child::spawn_announced(cmd, "the mock banks", |line| {
+        if line == "mock-banks ready" {
+            return Some(std::mem::take(&mut endpoints));
         }
-        anyhow::bail!("the mock banks exited before they were ready")
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait)
-        .await
-        .map_err(|_| anyhow::anyhow!("the mock banks were not ready within 30 s"))??;
-    Ok((child, endpoints))
+        if let Some((code, url)) = line
+            .strip_prefix("mock-bank ")
+            .and_then(|r| r.split_once(' '))
+        {
+            endpoints.push((code.to_owned(), url.to_owned()));
+        }
+        None
+    })
+    .await
 }

@@ -817,12 +817,13 @@ pub async fn batches(
 }
 
 /// Applies a bank's answer batch and records each accepted answer in the
-/// audit trail in the same transaction (the bank is the actor).
+/// audit trail in the same transaction (the bank is the actor). An error
+/// means nothing of the batch was filed: the bank sends it again.
 pub async fn receive_answers(
     store: &Store,
     institution: &InstitutionCode,
     answers: &[Answer],
-) -> Vec<Result<ApplyOutcome, StoreError>> {
+) -> Result<Vec<ApplyOutcome>, StoreError> {
     let now = now_millis();
     let trail = |answer: &Answer, revision: i64| AuditEntry {
         at: now,
@@ -835,25 +836,9 @@ pub async fn receive_answers(
         purpose: None,
         legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
     };
-    let applied = match store
+    let applied = store
         .apply_answers(institution, answers, now, Some(&trail))
-        .await
-    {
-        Ok(applied) => applied,
-        // The batch's transaction failed: nothing was filed, and the bank
-        // is told to send the answers again.
-        Err(e) => {
-            tracing::error!(error = %e, "applying an answer batch failed");
-            return answers
-                .iter()
-                .map(|_| {
-                    Err(StoreError::Conflict(
-                        "the batch could not be applied".into(),
-                    ))
-                })
-                .collect();
-        }
-    };
+        .await?;
     for result in &applied {
         let label = match result {
             ApplyOutcome::Accepted { .. } => "accepted",
@@ -874,7 +859,7 @@ pub async fn receive_answers(
             );
         }
     }
-    applied.into_iter().map(Ok).collect()
+    Ok(applied)
 }
 
 /// Auditors and admins read the trail; reading it is itself recorded.

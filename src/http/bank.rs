@@ -148,9 +148,16 @@ async fn post_answers(
         .iter()
         .filter_map(|i| i.as_ref().ok().cloned())
         .collect();
-    let mut applied = casework::receive_answers(&state.store, &institution, &readable)
-        .await
-        .into_iter();
+    // None: the batch's transaction failed and nothing was filed; every
+    // readable answer is then TEMP, and the store's idempotence makes the
+    // bank's resend safe.
+    let mut applied = match casework::receive_answers(&state.store, &institution, &readable).await {
+        Ok(applied) => Some(applied.into_iter()),
+        Err(e) => {
+            tracing::error!(error = %e, institution = %institution, "applying an answer batch failed");
+            None
+        }
+    };
     let mut results = Vec::with_capacity(batch.items.len());
     for item in batch.items {
         let result = match item {
@@ -163,22 +170,20 @@ async fn post_answers(
                 },
             },
             Ok(answer) => {
-                let status = match applied.next().expect("one result per readable answer") {
-                    Ok(ApplyOutcome::Accepted { .. }) => AnswerStatus::Accepted,
-                    Ok(ApplyOutcome::Duplicate) => AnswerStatus::Duplicate,
-                    Ok(ApplyOutcome::Rejected { code, reason }) => AnswerStatus::Rejected {
+                let status = match applied
+                    .as_mut()
+                    .map(|a| a.next().expect("one result per readable answer"))
+                {
+                    Some(ApplyOutcome::Accepted { .. }) => AnswerStatus::Accepted,
+                    Some(ApplyOutcome::Duplicate) => AnswerStatus::Duplicate,
+                    Some(ApplyOutcome::Rejected { code, reason }) => AnswerStatus::Rejected {
                         reason_code: iso20022::answer_reason_code(code).to_owned(),
                         reason_text: format!("{code}: {reason}"),
                     },
-                    Err(e) => {
-                        // Not applied: the bank resends it, and the store's
-                        // idempotence makes that safe.
-                        tracing::error!(error = %e, inquiry = %answer.inquiry_id, "applying an answer failed");
-                        AnswerStatus::Rejected {
-                            reason_code: "TEMP".into(),
-                            reason_text: "try again later".into(),
-                        }
-                    }
+                    None => AnswerStatus::Rejected {
+                        reason_code: "TEMP".into(),
+                        reason_text: "try again later".into(),
+                    },
                 };
                 AnswerResult {
                     response_id: answer.response_id,

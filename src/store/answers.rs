@@ -107,7 +107,7 @@ struct Target {
     filed_at: i64,
     decision: Option<NaiveDate>,
     /// The revision read, which the final update is fenced on.
-    stored_revision: i64,
+    read_revision: i64,
     on_file: AnswerTarget,
 }
 
@@ -120,6 +120,8 @@ struct Filed<'a> {
     to: InquiryState,
     case_id: String,
     decision: Option<NaiveDate>,
+    /// The inquiry's revision as read under the lock.
+    read_revision: i64,
 }
 
 fn reject(code: &'static str, reason: impl Into<String>) -> ApplyOutcome {
@@ -199,6 +201,7 @@ impl Store {
                             to,
                             case_id: target.case_id.clone(),
                             decision: target.decision,
+                            read_revision: target.read_revision,
                         });
                         ApplyOutcome::Accepted {
                             revision,
@@ -209,8 +212,7 @@ impl Store {
             );
         }
         if !filed.is_empty() {
-            self.file_answers(&mut tx, institution, &filed, &targets, now)
-                .await?;
+            self.file_answers(&mut tx, institution, &filed, now).await?;
             if let Some(audit) = audit {
                 let entries: Vec<AuditEntry> =
                     filed.iter().map(|f| audit(f.answer, f.revision)).collect();
@@ -261,7 +263,7 @@ impl Store {
                         case_id: get_str(&row, "case_id")?,
                         filed_at: get_i64(&row, "created_at")?,
                         decision: get_opt_date(&row, "decision_date")?,
-                        stored_revision: revision,
+                        read_revision: revision,
                         on_file: AnswerTarget {
                             state: InquiryState::parse(&get_str(&row, "state")?)?,
                             revision,
@@ -304,7 +306,6 @@ impl Store {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         institution: &InstitutionCode,
         filed: &[Filed<'_>],
-        targets: &HashMap<String, Target>,
         now: i64,
     ) -> Result<()> {
         let rows = super::insert_rows(
@@ -509,11 +510,11 @@ impl Store {
         }
         // One update per batch: each inquiry's last accepted revision,
         // fenced on the revision read under the lock.
-        let mut last: HashMap<&str, &Filed<'_>> = HashMap::with_capacity(filed.len());
-        for f in filed {
-            last.insert(f.answer.inquiry_id.as_str(), f);
-        }
-        let last: Vec<(&str, &Filed<'_>)> = last.into_iter().collect();
+        let last: HashMap<&str, &Filed<'_>> = filed
+            .iter()
+            .map(|f| (f.answer.inquiry_id.as_str(), f))
+            .collect();
+        let last: Vec<&Filed<'_>> = last.into_values().collect();
         for chunk in last.chunks(super::ROWS_PER_STATEMENT) {
             let values = (0..chunk.len())
                 .map(|i| format!("({})", placeholders(1 + i * 4, 4)))
@@ -525,13 +526,12 @@ impl Store {
                    WHERE inquiries.id = v.column1 AND inquiries.answer_revision = v.column4"
             ))
             .bind(now);
-            for (id, f) in chunk {
-                let read = targets.get(*id).map_or(-1, |t| t.stored_revision);
+            for f in chunk {
                 update = update
-                    .bind((*id).to_owned())
+                    .bind(f.answer.inquiry_id.as_str().to_owned())
                     .bind(f.to.as_str())
                     .bind(f.revision)
-                    .bind(read);
+                    .bind(f.read_revision);
             }
             let done = update.execute(&mut **tx).await?;
             if done.rows_affected() != chunk.len() as u64 {

@@ -424,23 +424,16 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // Multi-row inserts keep a large request to a few statements.
-        for chunk in request.inquiries.chunks(100) {
-            let mut values = Vec::with_capacity(chunk.len());
-            let mut events = Vec::with_capacity(chunk.len());
-            for i in 0..chunk.len() {
-                values.push(format!("({}, 'queued')", super::placeholders(i * 9, 9)));
-                events.push(format!("(${}, ${}, 'queued')", i * 2 + 1, i * 2 + 2));
-            }
-            let mut insert = super::q_many(
-                self.dialect,
-                format!(
-                    "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
-                 due_date, created_at, updated_at, state) VALUES {}",
-                    values.join(", ")
-                ),
-            );
-            for inq in chunk {
-                insert = insert
+        super::insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
+             due_date, created_at, updated_at, state)",
+            10,
+            &request.inquiries,
+            "",
+            |query, inq| {
+                query
                     .bind(inq.id.as_str().to_owned())
                     .bind(request.id.as_str().to_owned())
                     .bind(request.case_id.as_str().to_owned())
@@ -449,21 +442,26 @@ impl Store {
                     .bind(branches_to_text(&inq.target.branches))
                     .bind(request.due_date.to_string())
                     .bind(now)
-                    .bind(now);
-            }
-            insert.execute(&mut *tx).await?;
-            let mut ev = super::q_many(
-                self.dialect,
-                format!(
-                    "INSERT INTO inquiry_events (inquiry_id, at, to_state) VALUES {}",
-                    events.join(", ")
-                ),
-            );
-            for inq in chunk {
-                ev = ev.bind(inq.id.as_str().to_owned()).bind(now);
-            }
-            ev.execute(&mut *tx).await?;
-        }
+                    .bind(now)
+                    .bind(InquiryState::Queued.as_str())
+            },
+        )
+        .await?;
+        super::insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO inquiry_events (inquiry_id, at, to_state)",
+            3,
+            &request.inquiries,
+            "",
+            |query, inq| {
+                query
+                    .bind(inq.id.as_str().to_owned())
+                    .bind(now)
+                    .bind(InquiryState::Queued.as_str())
+            },
+        )
+        .await?;
         if !audit.is_empty() {
             self.append_audit_in(&mut tx, audit).await?;
         }

@@ -250,21 +250,36 @@ async fn queue_flow(url: String) {
 }
 db_test!(queue_flow, super::queue_flow);
 
+/// A store with one request of `subjects` people at push bank `bank`,
+/// sealed into one batch and claimed.
+async fn claimed_batch(
+    url: &str,
+    bank: &str,
+    subjects: usize,
+) -> (
+    Store,
+    shokai::domain::request::Request,
+    Vec<shokai::store::ClaimedBatch>,
+) {
+    let store = open(url).await;
+    import_small_directory(&store).await;
+    make_push(&store, bank, 10).await;
+    let request = crate::support::file_request_for(&store, subjects, &[bank]).await;
+    seal_due_batches(&store, now_millis() + 1).await.unwrap();
+    let claimed = store
+        .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    (store, request, claimed)
+}
+
 /// One answer batch holding every kind of answer at once: a first answer
 /// and its resend and correction for the same inquiry, another bank's
 /// inquiry, a cancelled one and a not-found. Each is judged as if it came
 /// alone, in order, and the accepted ones get their audit entries in the
 /// same transaction.
 async fn answer_batches_apply_in_order(url: String) {
-    let store = open(&url).await;
-    import_small_directory(&store).await;
-    make_push(&store, "0001", 10).await;
-    let request = crate::support::file_request_for(&store, 4, &["0001"]).await;
-    seal_due_batches(&store, now_millis() + 1).await.unwrap();
-    let claimed = store
-        .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())
-        .await
-        .unwrap();
+    let (store, request, claimed) = claimed_batch(&url, "0001", 4).await;
     let t = now_millis();
     store
         .finish_batch(
@@ -386,15 +401,7 @@ db_test!(
 );
 
 async fn dead_batches_fail_their_inquiries(url: String) {
-    let store = open(&url).await;
-    import_small_directory(&store).await;
-    make_push(&store, "0005", 10).await;
-    let request = crate::support::file_request_for(&store, 2, &["0005"]).await;
-    seal_due_batches(&store, now_millis() + 1).await.unwrap();
-    let claimed = store
-        .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())
-        .await
-        .unwrap();
+    let (store, request, claimed) = claimed_batch(&url, "0005", 2).await;
     let b = &claimed[0];
     store
         .finish_batch(
