@@ -57,6 +57,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_batch_payloads.sql"),
         postgres: include_str!("../../migrations/postgres/0007_batch_payloads.sql"),
     },
+    Migration {
+        version: 8,
+        name: "queue_order",
+        sqlite: include_str!("../../migrations/sqlite/0008_queue_order.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_queue_order.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -242,7 +242,7 @@ impl Store {
             });
         }
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool_of = |connections: u32| {
+        let pool_of = |connections: u32, extra_pragmas: &'static [&'static str]| {
             AnyPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(30))
@@ -254,19 +254,31 @@ impl Store {
                                 "PRAGMA synchronous = NORMAL",
                                 "PRAGMA foreign_keys = ON",
                                 "PRAGMA busy_timeout = 10000",
-                            ] {
-                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            ]
+                            .iter()
+                            .chain(extra_pragmas)
+                            {
+                                sqlx::query(*pragma).execute(&mut *conn).await?;
                             }
                         }
                         Ok(())
                     })
                 })
         };
-        let pool = pool_of(config.max_connections)
+        let pool = pool_of(config.max_connections, &[])
             .connect_with(options.clone())
             .await?;
         let writer = match dialect {
-            Dialect::Sqlite => pool_of(1).connect_with(options).await?,
+            // The writer leaves checkpoints to `checkpoint_wal_forever`, on
+            // a reader connection; the high mark only bounds the WAL should
+            // that task ever stall.
+            Dialect::Sqlite => {
+                let writer = pool_of(1, &["PRAGMA wal_autocheckpoint = 25000"])
+                    .connect_with(options)
+                    .await?;
+                tokio::spawn(checkpoint_wal_forever(pool.clone()));
+                writer
+            }
             Dialect::Postgres => pool.clone(),
         };
         Ok(Store {
@@ -294,6 +306,27 @@ impl Store {
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(self.writer.begin_with(self.dialect.begin_write()).await?)
+    }
+}
+
+/// Copies the SQLite WAL back into the database file every few hundred
+/// milliseconds, until the pool closes. A checkpoint run by the writer
+/// itself (SQLite's default, at each commit past 1,000 pages) stalls every
+/// write behind it, and the writer is the gateway's one serial resource;
+/// a passive checkpoint here runs beside it on the other core.
+async fn checkpoint_wal_forever(pool: AnyPool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !pool.is_closed() {
+        tick.tick().await;
+        let done = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await;
+        if let Err(e) = done
+            && !pool.is_closed()
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 
@@ -384,7 +417,42 @@ fn placeholders(offset: usize, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Dialect;
+    use super::{Dialect, Store, StoreConfig, q};
+
+    /// The writer never checkpoints below its high mark, so the database
+    /// file only grows if the background checkpointer copies the WAL back.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wal.db");
+        let store = Store::connect(&StoreConfig::new(format!("sqlite://{}", file.display())))
+            .await
+            .unwrap();
+        let before = std::fs::metadata(&file).unwrap().len();
+        let mut tx = store.begin().await.unwrap();
+        q("CREATE TABLE filler (id INTEGER PRIMARY KEY, body TEXT NOT NULL)".to_owned())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for i in 0..2_000 {
+            q("INSERT INTO filler (id, body) VALUES ($1, $2)".to_owned())
+                .bind(i as i64)
+                .bind("x".repeat(2_000))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&file).unwrap().len() < before + 4_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL was not checkpointed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        store.close().await;
+    }
 
     #[test]
     fn positional_placeholders_only_when_in_order_and_once() {

@@ -119,17 +119,19 @@ struct Move<'a> {
 
 impl Store {
     /// Moves a batch's inquiries from one state to another and writes their
-    /// history with `detail`; returns the ids moved. `failure` is the reason
-    /// stored on the inquiries (None clears it). On PostgreSQL the rows
+    /// history with `detail`; returns how many moved. `failure` is the
+    /// reason stored on the inquiries (None clears it). The history is
+    /// written from the same set the update then moves: on SQLite the write
+    /// transaction excludes every other writer, and on PostgreSQL the rows
     /// are locked in id order first, as `apply_answers` does, so the two
-    /// cannot deadlock.
+    /// cannot deadlock. Nothing travels back to us row by row.
     async fn move_batch_inquiries(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         batch: &BatchId,
         m: Move<'_>,
         now: i64,
-    ) -> Result<Vec<String>> {
+    ) -> Result<u64> {
         let Move {
             from,
             to,
@@ -143,9 +145,23 @@ impl Store {
                 .fetch_all(&mut **tx)
                 .await?;
         }
+        q(
+            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+               SELECT id, $1, $2, $3, $4 FROM inquiries WHERE batch_id = $5 AND state = $6 \
+               ORDER BY id"
+                .to_owned(),
+        )
+        .bind(now)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(detail.map(str::to_owned))
+        .bind(batch.as_str().to_owned())
+        .bind(from.as_str())
+        .execute(&mut **tx)
+        .await?;
         let moved = q(
             "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-               WHERE batch_id = $4 AND state = $5 RETURNING id"
+               WHERE batch_id = $4 AND state = $5"
                 .to_owned(),
         )
         .bind(to.as_str())
@@ -153,14 +169,9 @@ impl Store {
         .bind(now)
         .bind(batch.as_str().to_owned())
         .bind(from.as_str())
-        .fetch_all(&mut **tx)
+        .execute(&mut **tx)
         .await?;
-        let ids = moved
-            .iter()
-            .map(|r| get_str(r, "id"))
-            .collect::<Result<Vec<_>>>()?;
-        insert_events(tx, self.dialect, &ids, now, from, to, detail).await?;
-        Ok(ids)
+        Ok(moved.rows_affected())
     }
 }
 
@@ -322,13 +333,13 @@ impl Store {
             .bind(payload.to_vec())
             .execute(&mut *tx)
             .await?;
-        for chunk in inquiries.chunks(500) {
+        for chunk in inquiries.chunks(super::ROWS_PER_STATEMENT) {
             let ids = placeholders(2, chunk.len());
             let mut update = q_many(
                 self.dialect,
                 format!(
                     "UPDATE inquiries SET updated_at = $1, state = 'batched', batch_id = $2 \
-                 WHERE state = 'queued' AND id IN ({ids}) RETURNING id"
+                 WHERE state = 'queued' AND id IN ({ids})"
                 ),
             )
             .bind(now)
@@ -336,19 +347,18 @@ impl Store {
             for i in chunk {
                 update = update.bind(i.as_str().to_owned());
             }
-            let moved = update.fetch_all(&mut *tx).await?;
-            if moved.len() != chunk.len() {
+            // All or nothing, so the ids asked for are the ids moved: no
+            // need to have them sent back.
+            let moved = update.execute(&mut *tx).await?.rows_affected() as usize;
+            if moved != chunk.len() {
                 tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
                     "{} of {} inquiries for batch {id} were no longer queued",
-                    chunk.len() - moved.len(),
+                    chunk.len() - moved,
                     chunk.len()
                 )));
             }
-            let moved = moved
-                .iter()
-                .map(|r| get_str(r, "id"))
-                .collect::<Result<Vec<_>>>()?;
+            let moved: Vec<String> = chunk.iter().map(|i| i.as_str().to_owned()).collect();
             insert_events(
                 &mut tx,
                 self.dialect,
@@ -679,7 +689,7 @@ impl Store {
             detail: Some("retried by an admin"),
         };
         let moved = self.move_batch_inquiries(&mut tx, id, m, now).await?;
-        if moved.is_empty() {
+        if moved == 0 {
             // Nothing left to ask (cancelled, answered or purged): sending
             // the stored bytes again would only resend stale data.
             tx.rollback().await?;

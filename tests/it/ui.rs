@@ -408,6 +408,10 @@ async fn a_caseworker_files_and_follows_a_case_in_the_browser() {
         ),
     )
     .unwrap();
+    // Leave the `done=answered` of the answer above behind, so the wait
+    // below sees this upload's redirect and not the last one.
+    admin.goto(&letter_url).await;
+    admin.wait_for("#answers-csv").await;
     admin.send_keys("#answers-csv", csv.to_str().unwrap()).await;
     admin.click("#upload-answers").await;
     admin.wait_url("done=answered").await;
