@@ -126,9 +126,25 @@ async fn post_answers(
         max_bytes: MAX_ANSWER_BATCH_BYTES,
         ..Limits::default()
     };
-    let batch = match iso20022::decode_answer_batch(&body, &limits) {
-        Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "", e.reason_code(), &e.to_string()),
+    // A full batch takes milliseconds to decode. On this worker thread it
+    // would hold up the other requests' transactions waiting to be polled,
+    // and on SQLite one of those holds the database's only write lock.
+    let decoded =
+        tokio::task::spawn_blocking(move || iso20022::decode_answer_batch(&body, &limits)).await;
+    let batch = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return refuse(StatusCode::BAD_REQUEST, "", e.reason_code(), &e.to_string());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "decoding an answer batch did not finish");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "",
+                "TEMP",
+                "try again later",
+            );
+        }
     };
     if batch.institution != institution {
         return refuse(
