@@ -182,6 +182,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
     let next = Arc::new(Mutex::new(0usize));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let started = Instant::now();
+    let mut held_at_start = store.writer_held_seconds();
     let pace =
         (config.submit_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.submit_rate));
     let mut submitters = Vec::new();
@@ -266,6 +267,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
             store.set_paused(&InstitutionCode::parse(c)?, false).await?;
         }
         delivery_started = Instant::now();
+        held_at_start = store.writer_held_seconds();
     }
     loop {
         let counts = store.inquiry_state_counts().await?;
@@ -284,6 +286,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let elapsed = delivery_started.elapsed().as_secs_f64();
+    // The share of the run the writer lock was held (SQLite): near 1.0, the
+    // single writer is the limit, whatever the cores are doing.
+    let writer_held = store
+        .writer_held_seconds()
+        .zip(held_at_start)
+        .map(|(end, start)| ((end - start) / elapsed * 1000.0).round() / 1000.0);
     let counts = store.inquiry_state_counts().await?;
     let failed = counts
         .iter()
@@ -316,6 +324,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         "backlog_peak_rss_mb": backlog_rss.map(|r| (r * 10.0).round() / 10.0),
         "baseline_rows_per_s": baseline.round(),
         "ratio_to_baseline": ((e2e * 3.0 / baseline) * 1000.0).round() / 1000.0,
+        "writer_held_ratio": writer_held,
         "failed": failed,
         "submit_seconds": (submitted_in * 10.0).round() / 10.0,
     });
@@ -348,6 +357,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         baseline,
         e2e * 3.0 / baseline
     );
+    if let Some(held) = writer_held {
+        println!("writer lock held    {:.0} % of the run", held * 100.0);
+    }
     println!("{result}");
     let _ = banks_child.kill().await;
     for mut child in children {

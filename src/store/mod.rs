@@ -21,6 +21,7 @@ mod queue;
 mod retention;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -210,8 +211,35 @@ pub struct Store {
     /// growing steps (the submit tail in BENCHMARKS.md). On PostgreSQL the
     /// same pool as `pool`.
     writer: AnyPool,
+    /// How long the SQLite writer connection has been out of its pool.
+    writer_held: Option<Arc<HeldTime>>,
     dialect: Dialect,
     feed_events: bool,
+}
+
+/// Time a one-connection pool's connection spends checked out: on SQLite
+/// the time the process holds the database's write lock. It tells a writer
+/// that is busy executing from one waiting for its caller between
+/// statements (the bench prints it next to the throughput).
+#[derive(Default)]
+struct HeldTime {
+    since: std::sync::Mutex<Option<std::time::Instant>>,
+    total_ns: std::sync::atomic::AtomicU64,
+}
+
+impl HeldTime {
+    fn acquired(&self) {
+        *self.since.lock().expect("held-time lock") = Some(std::time::Instant::now());
+    }
+
+    fn released(&self) {
+        if let Some(since) = self.since.lock().expect("held-time lock").take() {
+            self.total_ns.fetch_add(
+                since.elapsed().as_nanos() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
 }
 
 fn dialect_of(url: &str) -> std::result::Result<Dialect, StoreError> {
@@ -273,22 +301,33 @@ impl Store {
         let pool = pool_of(config.max_connections, &[])
             .connect_with(options.clone())
             .await?;
-        let writer = match dialect {
+        let (writer, writer_held) = match dialect {
             // The writer leaves checkpoints to `checkpoint_wal_forever`, on
             // a reader connection; the high mark only bounds the WAL should
             // that task ever stall.
             Dialect::Sqlite => {
+                let held = Arc::new(HeldTime::default());
+                let (on_acquire, on_release) = (held.clone(), held.clone());
                 let writer = pool_of(1, &["PRAGMA wal_autocheckpoint = 25000"])
+                    .before_acquire(move |_, _| {
+                        on_acquire.acquired();
+                        Box::pin(async { Ok(true) })
+                    })
+                    .after_release(move |_, _| {
+                        on_release.released();
+                        Box::pin(async { Ok(true) })
+                    })
                     .connect_with(options)
                     .await?;
                 tokio::spawn(checkpoint_wal_forever(pool.clone()));
-                writer
+                (writer, Some(held))
             }
-            Dialect::Postgres => pool.clone(),
+            Dialect::Postgres => (pool.clone(), None),
         };
         Ok(Store {
             pool,
             writer,
+            writer_held,
             dialect,
             feed_events: config.feed_events,
         })
@@ -296,6 +335,14 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Seconds the SQLite writer connection has been checked out since the
+    /// store opened (the write lock's busy time); None on PostgreSQL.
+    pub fn writer_held_seconds(&self) -> Option<f64> {
+        self.writer_held
+            .as_ref()
+            .map(|h| h.total_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9)
     }
 
     pub async fn close(&self) {
@@ -423,6 +470,24 @@ fn placeholders(offset: usize, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::{Dialect, Store, StoreConfig, q};
+
+    /// The writer's held time counts the time a transaction is open.
+    #[tokio::test]
+    async fn the_writer_lock_time_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("held.db").display());
+        let store = Store::connect(&StoreConfig::new(url)).await.unwrap();
+        for _ in 0..3 {
+            let tx = store.begin().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tx.commit().await.unwrap();
+        }
+        // The connection goes back to its pool in a task of its own.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let held = store.writer_held_seconds().unwrap();
+        assert!((0.29..5.0).contains(&held), "held {held} s");
+        store.close().await;
+    }
 
     /// The writer never checkpoints below its high mark, so the database
     /// file only grows if the background checkpointer copies the WAL back.

@@ -56,6 +56,9 @@ async fn bench_completes_and_prints_its_json_line() {
         ),
         (Some("sqlite"), Some(10_000), Some(0))
     );
+    // The writer's held share is a fraction of the run (measured, not judged).
+    let held = last["writer_held_ratio"].as_f64().unwrap();
+    assert!(held > 0.0 && held <= 1.05, "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,5 +89,6 @@ async fn bench_runs_two_gateways_on_postgres_only() {
         ),
         (Some("postgres"), Some(2), Some(0))
     );
+    assert!(last["writer_held_ratio"].is_null(), "{last}");
     db.drop_postgres().await;
 }
