@@ -123,6 +123,15 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
             value: (expires - now) as f64 / 1000.0,
         });
     }
+    if let Some(held) = state.store.writer_held_seconds() {
+        gauges.push(Gauge {
+            name: "shokai_sqlite_writer_held_seconds",
+            help: "Seconds this process has held SQLite's write lock since it started; \
+                   a rate near 1 means the single writer is the limit.",
+            labels: Vec::new(),
+            value: held,
+        });
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(metrics::render(&gauges))

@@ -68,6 +68,12 @@ async fn metrics_during_a_run(url: String) {
     ] {
         assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
     }
+    // Only SQLite has one write lock to watch.
+    assert_eq!(
+        text.contains("\nshokai_sqlite_writer_held_seconds "),
+        gateway.store.dialect() == shokai::store::Dialect::Sqlite,
+        "{text}"
+    );
     gateway.stop().await;
     s.store.close().await;
 }
