@@ -386,7 +386,7 @@ async fn spawn_gateway(
             "--poll-ms",
             "20",
         ]);
-    crate::child::spawn_announced(cmd, "the second gateway", |line| {
+    crate::child::spawn_announced(cmd, "a further gateway", |line| {
         line.strip_prefix("shokai: staff API ")
             .and_then(|r| r.split(' ').next())
             .map(str::to_owned)

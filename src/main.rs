@@ -133,7 +133,8 @@ enum Command {
         submitters: usize,
         /// Gateway processes sharing the database (PostgreSQL only): the
         /// first runs in the bench process, the others as `shokai serve`
-        /// children; submitters and banks take turns between them.
+        /// children. The submitters take turns between them; the mock
+        /// banks send their answers to the first.
         #[arg(long, default_value_t = 1)]
         gateways: usize,
         /// Requests (of 20 people × each institution) filed per second,

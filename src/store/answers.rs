@@ -516,10 +516,7 @@ impl Store {
             .collect();
         let last: Vec<&Filed<'_>> = last.into_values().collect();
         for chunk in last.chunks(super::ROWS_PER_STATEMENT) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * 4, 4)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = super::value_rows(1, chunk.len(), 4);
             let mut update = super::q_many(self.dialect, format!(
                 "UPDATE inquiries SET state = v.column2, answer_revision = v.column3, updated_at = $1 \
                    FROM (VALUES {values}) AS v \

@@ -1,7 +1,7 @@
 //! Measurements for `shokai bench`: the raw-database baseline and the
 //! answer latencies of a run.
 
-use super::{Result, Store, get_i64, placeholders, q};
+use super::{Result, Store, get_i64, q};
 
 impl Store {
     /// The fastest plain load of inquiry-sized rows this database takes:
@@ -32,10 +32,7 @@ impl Store {
             let end = (written + per_transaction).min(rows);
             while written < end {
                 let n = per_statement.min(end - written);
-                let values = (0..n)
-                    .map(|i| format!("({})", placeholders(i * 6, 6)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = super::value_rows(0, n, 6);
                 let mut query = super::q_many(
                     self.dialect,
                     format!(

@@ -468,22 +468,19 @@ impl Store {
                 .await?;
         }
         // Many rows per statement: a city's extract has tens of thousands.
-        const ROWS_PER_INSERT: usize = 200;
-        for chunk in f.rows.chunks(ROWS_PER_INSERT) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(i * 9, 9)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut insert = q(format!(
-                "INSERT INTO linkage_records (department, source_id, kana_name, birth_date, kind, \
-                 effective_date, amounts, attributes, file_id) VALUES {values} \
-                 ON CONFLICT (department, source_id) DO UPDATE SET kana_name = excluded.kana_name, \
-                 birth_date = excluded.birth_date, kind = excluded.kind, \
-                 effective_date = excluded.effective_date, amounts = excluded.amounts, \
-                 attributes = excluded.attributes, file_id = excluded.file_id"
-            ));
-            for r in chunk {
-                insert = insert
+        super::insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO linkage_records (department, source_id, kana_name, birth_date, kind, \
+             effective_date, amounts, attributes, file_id)",
+            9,
+            f.rows,
+            " ON CONFLICT (department, source_id) DO UPDATE SET kana_name = excluded.kana_name, \
+             birth_date = excluded.birth_date, kind = excluded.kind, \
+             effective_date = excluded.effective_date, amounts = excluded.amounts, \
+             attributes = excluded.attributes, file_id = excluded.file_id",
+            |query, r| {
+                query
                     .bind(dept)
                     .bind(r.source_id.clone())
                     .bind(r.kana_name.match_key())
@@ -492,10 +489,10 @@ impl Store {
                     .bind(r.effective_date.to_string())
                     .bind(encode_fields(&r.amounts))
                     .bind(encode_fields(&r.attributes))
-                    .bind(file_id);
-            }
-            insert.execute(&mut *tx).await?;
-        }
+                    .bind(file_id)
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(file_id)
     }

@@ -2,7 +2,7 @@
 
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, get_i64, get_opt_str, get_str, placeholders, q};
+use super::{Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
 use crate::domain::state::Channel;
 use crate::domain::time::now_millis;
 use crate::domain::zengin::{BranchCode, BranchRecord, InstitutionCode, InstitutionRecord};
@@ -66,10 +66,6 @@ fn institution_from_row(row: &AnyRow) -> Result<Institution> {
     })
 }
 
-/// Rows per multi-row INSERT: few round trips, well under both databases'
-/// bind-parameter limits.
-const IMPORT_CHUNK: usize = 200;
-
 impl Store {
     /// Loads the zengin directory. Names are refreshed; delivery settings of
     /// institutions already known are kept. Returns (institutions, branches).
@@ -80,42 +76,39 @@ impl Store {
     ) -> Result<(usize, usize)> {
         let now = now_millis();
         let mut tx = self.begin().await?;
-        for chunk in banks.chunks(IMPORT_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(i * 4, 4)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut query = q(format!(
-                "INSERT INTO institutions (code, name, kana, updated_at) VALUES {values} \
-                 ON CONFLICT (code) DO UPDATE SET name = excluded.name, kana = excluded.kana"
-            ));
-            for b in chunk {
-                query = query
+        super::insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO institutions (code, name, kana, updated_at)",
+            4,
+            banks,
+            " ON CONFLICT (code) DO UPDATE SET name = excluded.name, kana = excluded.kana",
+            |query, b| {
+                query
                     .bind(b.code.as_str().to_owned())
                     .bind(b.name.clone())
                     .bind(b.kana.clone())
-                    .bind(now);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        for chunk in branches.chunks(IMPORT_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(i * 4, 4)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut query = q(format!(
-                "INSERT INTO branches (institution_code, code, name, kana) VALUES {values} \
-                 ON CONFLICT (institution_code, code) DO UPDATE SET name = excluded.name, kana = excluded.kana"
-            ));
-            for b in chunk {
-                query = query
+                    .bind(now)
+            },
+        )
+        .await?;
+        super::insert_rows(
+            &mut tx,
+            self.dialect,
+            "INSERT INTO branches (institution_code, code, name, kana)",
+            4,
+            branches,
+            " ON CONFLICT (institution_code, code) DO UPDATE SET name = excluded.name, \
+             kana = excluded.kana",
+            |query, b| {
+                query
                     .bind(b.institution.as_str().to_owned())
                     .bind(b.code.as_str().to_owned())
                     .bind(b.name.clone())
-                    .bind(b.kana.clone());
-            }
-            query.execute(&mut *tx).await?;
-        }
+                    .bind(b.kana.clone())
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok((banks.len(), branches.len()))
     }

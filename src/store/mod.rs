@@ -114,19 +114,6 @@ impl Dialect {
         }
     }
 
-    /// Row locks for claims. SQLite has one writer at a time, so it needs none.
-    /// Every row lock here is `FOR NO KEY UPDATE`: we never change a key, and
-    /// the stronger `FOR UPDATE` also excludes the `KEY SHARE` lock that each
-    /// foreign-key check takes, so a claim holding an institution's row made
-    /// every submit inserting inquiries for that institution wait for it
-    /// (the most frequent wait in `pg_stat_activity` with two gateways).
-    fn skip_locked(self) -> &'static str {
-        match self {
-            Self::Sqlite => "",
-            Self::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
-        }
-    }
-
     /// On SQLite, `$1 … $n` used once each in ascending order become
     /// anonymous `?`s. SQLite looks up a named parameter by a linear scan
     /// of the statement's names, at parse and again at every bind, so a
@@ -162,6 +149,21 @@ impl Dialect {
         }
         out.push_str(&sql[copied..]);
         out
+    }
+
+    // Row locks, PostgreSQL only: SQLite has one writer at a time. Each is
+    // `FOR NO KEY UPDATE`: we never change a key, and the stronger
+    // `FOR UPDATE` also excludes the `KEY SHARE` lock that each foreign-key
+    // check takes, so a claim holding an institution's row made every
+    // submit inserting inquiries for that institution wait for it (the most
+    // frequent wait in `pg_stat_activity` with two gateways).
+
+    /// Row locks for claims: rows another worker holds are passed over.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+        }
     }
 
     /// Locks only `table`'s rows of a join (PostgreSQL).
@@ -429,34 +431,36 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 /// Inserts `rows` with multi-row `INSERT … VALUES` statements of `width`
 /// columns each; `bind` binds one row's values in column order. `sql` is
-/// the statement up to `VALUES`; `returning` is appended (empty for none)
-/// and the returned rows are collected.
+/// the statement up to `VALUES`; `tail` follows the values (`RETURNING …`,
+/// `ON CONFLICT …`, or empty), and whatever rows it returns are collected.
 async fn insert_rows<T>(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     dialect: Dialect,
     sql: &str,
     width: usize,
     rows: &[T],
-    returning: &str,
+    tail: &str,
     bind: impl Fn(Query, &T) -> Query,
 ) -> Result<Vec<AnyRow>> {
     let mut out = Vec::new();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let values = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * width, width)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut query = q_many(dialect, format!("{sql} VALUES {values}{returning}"));
+        let values = value_rows(0, chunk.len(), width);
+        let mut query = q_many(dialect, format!("{sql} VALUES {values}{tail}"));
         for row in chunk {
             query = bind(query, row);
         }
-        if returning.is_empty() {
-            query.execute(&mut **tx).await?;
-        } else {
-            out.extend(query.fetch_all(&mut **tx).await?);
-        }
+        out.extend(query.fetch_all(&mut **tx).await?);
     }
     Ok(out)
+}
+
+/// `($a, …), ($b, …), …`: `rows` tuples of `width` placeholders, numbered
+/// on from `offset` placeholders already used.
+fn value_rows(offset: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", placeholders(offset + i * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `$1, $2, …, $n` starting after `offset` placeholders already used.

@@ -150,7 +150,7 @@ impl Store {
             q(format!("SELECT id FROM inquiries WHERE batch_id = $1 AND {STATE_UNINDEXED} = $2 ORDER BY id{}", self.dialect.for_update()))
                 .bind(batch.as_str().to_owned())
                 .bind(from.as_str())
-                .fetch_all(&mut **tx)
+                .execute(&mut **tx)
                 .await?;
         }
         q(format!(
@@ -180,13 +180,12 @@ impl Store {
     }
 }
 
-/// History rows for inquiries that just moved `from` → `to`. Written from
-/// the ids an `UPDATE … RETURNING` changed, so history never claims a move
-/// that a concurrent writer made impossible.
-pub(super) async fn insert_events(
+/// History rows for inquiries that just moved `from` → `to`: the caller
+/// names exactly the ids its update moved.
+async fn insert_events(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     dialect: Dialect,
-    ids: &[String],
+    ids: &[InquiryId],
     now: i64,
     from: InquiryState,
     to: InquiryState,
@@ -201,7 +200,7 @@ pub(super) async fn insert_events(
         "",
         |query, id| {
             query
-                .bind(id.clone())
+                .bind(id.as_str().to_owned())
                 .bind(now)
                 .bind(from.as_str())
                 .bind(to.as_str())
@@ -363,11 +362,10 @@ impl Store {
                     chunk.len()
                 )));
             }
-            let moved: Vec<String> = chunk.iter().map(|i| i.as_str().to_owned()).collect();
             insert_events(
                 &mut tx,
                 self.dialect,
-                &moved,
+                chunk,
                 now,
                 InquiryState::Queued,
                 InquiryState::Batched,
