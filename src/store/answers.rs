@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use super::cases::CaseRecord;
 use chrono::NaiveDate;
 
+use super::audit::AuditHead;
+use super::script::Script;
 use super::{
     Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, placeholders, q,
@@ -165,7 +167,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let mut targets = self.answer_targets(&mut tx, answers).await?;
+        let (mut targets, head) = self
+            .answer_targets(&mut tx, answers, audit.is_some())
+            .await?;
         let mut outcomes = Vec::with_capacity(answers.len());
         let mut filed: Vec<Filed<'_>> = Vec::new();
         for answer in answers {
@@ -212,12 +216,12 @@ impl Store {
             );
         }
         if !filed.is_empty() {
-            self.file_answers(&mut tx, institution, &filed, now).await?;
-            if let Some(audit) = audit {
-                let entries: Vec<AuditEntry> =
-                    filed.iter().map(|f| audit(f.answer, f.revision)).collect();
-                self.append_audit_in(&mut tx, &entries).await?;
-            }
+            let entries: Vec<AuditEntry> = audit
+                .map(|audit| filed.iter().map(|f| audit(f.answer, f.revision)).collect())
+                .unwrap_or_default();
+            let trail = head.map(|head| (head, entries.as_slice()));
+            self.file_answers(&mut tx, institution, &filed, now, trail)
+                .await?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -225,53 +229,63 @@ impl Store {
 
     /// Reads (and on PostgreSQL locks, in id order, as batch finishing
     /// does, so the two cannot deadlock) every inquiry the answers name,
-    /// with the revisions already on file.
+    /// with the revisions already on file, and with `audited` the audit
+    /// chain's head, in one script.
     async fn answer_targets(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut super::WriteTx,
         answers: &[Answer],
-    ) -> Result<HashMap<String, Target>> {
+        audited: bool,
+    ) -> Result<(HashMap<String, Target>, Option<AuditHead>)> {
         let mut ids: Vec<&str> = answers.iter().map(|a| a.inquiry_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
+        let mut read = Script::new(self.dialect);
+        let chunks: Vec<usize> = ids
+            .chunks(super::ROWS_PER_STATEMENT)
+            .map(|chunk| {
+                read.push(
+                    format!(
+                        "SELECT i.id, i.state, i.institution_code, i.case_id, i.answer_revision, \
+                       i.created_at, c.decision_date FROM inquiries i JOIN cases c ON c.id = i.case_id \
+                       WHERE i.id IN ({}) ORDER BY i.id{}",
+                        placeholders(0, chunk.len()),
+                        self.dialect.for_update_of("i")
+                    ),
+                    move |query| {
+                        chunk
+                            .iter()
+                            .fold(query, |query, id| query.bind((*id).to_owned()))
+                    },
+                )
+            })
+            .collect();
+        let head = audited.then(|| self.read_audit_head(&mut read));
+        let read = read.run(tx).await?;
+        let head = head.map(|h| AuditHead::from(&read[h])).transpose()?;
         let mut targets = HashMap::with_capacity(ids.len());
         let mut answered = Vec::new();
-        for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
-            let mut query = super::q_many(
-                self.dialect,
-                format!(
-                    "SELECT i.id, i.state, i.institution_code, i.case_id, i.answer_revision, \
-                   i.created_at, c.decision_date FROM inquiries i JOIN cases c ON c.id = i.case_id \
-                   WHERE i.id IN ({}) ORDER BY i.id{}",
-                    placeholders(0, chunk.len()),
-                    self.dialect.for_update_of("i")
-                ),
-            );
-            for id in chunk {
-                query = query.bind((*id).to_owned());
+        for row in chunks.into_iter().flat_map(|c| &read[c].rows) {
+            let id = get_str(row, "id")?;
+            let revision = get_i64(row, "answer_revision")?;
+            if revision > 0 {
+                answered.push(id.clone());
             }
-            for row in query.fetch_all(&mut **tx).await? {
-                let id = get_str(&row, "id")?;
-                let revision = get_i64(&row, "answer_revision")?;
-                if revision > 0 {
-                    answered.push(id.clone());
-                }
-                targets.insert(
-                    id,
-                    Target {
-                        institution: get_str(&row, "institution_code")?,
-                        case_id: get_str(&row, "case_id")?,
-                        filed_at: get_i64(&row, "created_at")?,
-                        decision: get_opt_date(&row, "decision_date")?,
-                        read_revision: revision,
-                        on_file: AnswerTarget {
-                            state: InquiryState::parse(&get_str(&row, "state")?)?,
-                            revision,
-                            stored: Vec::new(),
-                        },
+            targets.insert(
+                id,
+                Target {
+                    institution: get_str(row, "institution_code")?,
+                    case_id: get_str(row, "case_id")?,
+                    filed_at: get_i64(row, "created_at")?,
+                    decision: get_opt_date(row, "decision_date")?,
+                    read_revision: revision,
+                    on_file: AnswerTarget {
+                        state: InquiryState::parse(&get_str(row, "state")?)?,
+                        revision,
+                        stored: Vec::new(),
                     },
-                );
-            }
+                },
+            );
         }
         for chunk in answered.chunks(super::ROWS_PER_STATEMENT) {
             let mut query = super::q_many(
@@ -295,18 +309,22 @@ impl Store {
                 }
             }
         }
-        Ok(targets)
+        Ok((targets, head))
     }
 
     /// Writes the accepted answers: revisions, accounts, transactions and
     /// other holdings, case-file entries, history, reopen alerts, feed
-    /// events, and the inquiries' new state, fenced on the revision read.
+    /// events, the inquiries' new state, fenced on the revision read, and
+    /// the audit entries chained on from the head read with the targets.
+    /// Only the inserts whose generated ids the next rows need are round
+    /// trips of their own; the rest is one script.
     async fn file_answers(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut super::WriteTx,
         institution: &InstitutionCode,
         filed: &[Filed<'_>],
         now: i64,
+        trail: Option<(AuditHead, &[AuditEntry])>,
     ) -> Result<()> {
         let rows = super::insert_rows(
             tx,
@@ -405,13 +423,12 @@ impl Store {
                     .map(|(tpos, t)| (account_id, tpos as i64, t)),
             );
         }
-        super::insert_rows(
-            tx,
-            self.dialect,
+        let mut write = Script::new(self.dialect);
+        write.insert_owned_rows(
             "INSERT INTO answer_transactions (account_id, position, date, description, debit, \
                credit, balance)",
             7,
-            &transactions,
+            transactions,
             "",
             |query, (account_id, pos, t)| {
                 query
@@ -423,14 +440,11 @@ impl Store {
                     .bind(t.credit)
                     .bind(t.balance)
             },
-        )
-        .await?;
-        super::insert_rows(
-            tx,
-            self.dialect,
+        );
+        write.insert_owned_rows(
             "INSERT INTO answer_other_holdings (answer_id, position, kind, description)",
             4,
-            &holdings,
+            holdings,
             "",
             |query, (answer_id, pos, o)| {
                 query
@@ -439,36 +453,30 @@ impl Store {
                     .bind(o.kind.clone())
                     .bind(o.description.clone())
             },
-        )
-        .await?;
+        );
         let entries = filed
             .iter()
             .map(|f| Ok((f, answer_id(f)?)))
             .collect::<Result<Vec<_>>>()?;
-        super::insert_rows(
-            tx,
-            self.dialect,
+        write.insert_owned_rows(
             "INSERT INTO case_file_entries (case_id, inquiry_id, answer_id, created_at)",
             4,
-            &entries,
+            entries,
             "",
-            |query, (f, answer_id)| {
+            move |query, (f, answer_id)| {
                 query
                     .bind(f.case_id.clone())
                     .bind(f.answer.inquiry_id.as_str().to_owned())
                     .bind(*answer_id)
                     .bind(now)
             },
-        )
-        .await?;
-        super::insert_rows(
-            tx,
-            self.dialect,
+        );
+        write.insert_rows(
             "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail)",
             5,
             filed,
             "",
-            |query, f| {
+            move |query, f| {
                 query
                     .bind(f.answer.inquiry_id.as_str().to_owned())
                     .bind(now)
@@ -476,11 +484,12 @@ impl Store {
                     .bind(f.to.as_str())
                     .bind(format!("answer revision {}", f.revision))
             },
-        )
-        .await?;
+        );
+        let mut feed: Vec<(String, FeedKind, String)> = Vec::new();
         // An answer after the case was decided does not change the decision
         // silently: it raises a reopen alert for the caseworker. Rare, so
-        // one statement each.
+        // one statement each, ahead of the script: the feed event names the
+        // alert's generated id.
         for f in filed {
             let Some(decision) = f.decision.filter(|d| jst_date(now) > *d) else {
                 continue;
@@ -499,14 +508,11 @@ impl Store {
             .bind(now)
             .fetch_one(&mut **tx)
             .await?;
-            self.enqueue_feed_event(
-                tx,
-                &CaseId::from_trusted(f.case_id.clone()),
+            feed.push((
+                f.case_id.clone(),
                 FeedKind::AlertRaised,
-                &get_i64(&alert, "id")?.to_string(),
-                now,
-            )
-            .await?;
+                get_i64(&alert, "id")?.to_string(),
+            ));
         }
         // One update per batch: each inquiry's last accepted revision,
         // fenced on the revision read under the lock.
@@ -515,42 +521,54 @@ impl Store {
             .map(|f| (f.answer.inquiry_id.as_str(), f))
             .collect();
         let last: Vec<&Filed<'_>> = last.into_values().collect();
-        for chunk in last.chunks(super::ROWS_PER_STATEMENT) {
-            let values = super::value_rows(1, chunk.len(), 4);
-            let mut update = super::q_many(self.dialect, format!(
-                "UPDATE inquiries SET state = v.column2, answer_revision = v.column3, updated_at = $1 \
-                   FROM (VALUES {values}) AS v \
-                   WHERE inquiries.id = v.column1 AND inquiries.answer_revision = v.column4"
-            ))
-            .bind(now);
-            for f in chunk {
-                update = update
-                    .bind(f.answer.inquiry_id.as_str().to_owned())
-                    .bind(f.to.as_str())
-                    .bind(f.revision)
-                    .bind(f.read_revision);
-            }
-            let done = update.execute(&mut **tx).await?;
-            if done.rows_affected() != chunk.len() as u64 {
-                return Err(StoreError::Conflict(
-                    "an answered inquiry changed concurrently".into(),
-                ));
-            }
-        }
-        for f in filed {
-            self.enqueue_feed_event(
-                tx,
-                &CaseId::from_trusted(f.case_id.clone()),
+        let fenced: Vec<(usize, usize)> = last
+            .chunks(super::ROWS_PER_STATEMENT)
+            .map(|chunk| {
+                let values = super::value_rows(1, chunk.len(), 4);
+                let chunk = chunk.to_vec();
+                let len = chunk.len();
+                let update = write.push(
+                    format!(
+                        "UPDATE inquiries SET state = v.column2, answer_revision = v.column3, \
+                         updated_at = $1 FROM (VALUES {values}) AS v \
+                         WHERE inquiries.id = v.column1 AND inquiries.answer_revision = v.column4"
+                    ),
+                    move |query| {
+                        chunk.iter().fold(query.bind(now), |query, f| {
+                            query
+                                .bind(f.answer.inquiry_id.as_str().to_owned())
+                                .bind(f.to.as_str())
+                                .bind(f.revision)
+                                .bind(f.read_revision)
+                        })
+                    },
+                );
+                (update, len)
+            })
+            .collect();
+        feed.extend(filed.iter().map(|f| {
+            (
+                f.case_id.clone(),
                 FeedKind::AnswerFiled,
-                &format!("{}:{}", f.answer.inquiry_id, f.revision),
-                now,
+                format!("{}:{}", f.answer.inquiry_id, f.revision),
             )
-            .await?;
+        }));
+        self.push_feed_events(&mut write, feed, now);
+        if let Some((head, entries)) = trail {
+            self.chain_audit(&mut write, head, entries);
+        }
+        let done = write.run(tx).await?;
+        if fenced
+            .iter()
+            .any(|&(update, len)| done[update].rows_affected != len as u64)
+        {
+            return Err(StoreError::Conflict(
+                "an answered inquiry changed concurrently".into(),
+            ));
         }
         Ok(())
     }
 
-    /// The case with every answer filed for it, oldest first.
     pub async fn case_file(&self, id: &CaseId) -> Result<Option<CaseFile>> {
         let Some(case) = self.case(id).await? else {
             return Ok(None);

@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 
+use super::script::{Done, Script};
 use super::{Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
 use crate::domain::audit::{AuditAction, AuditEntry, ChainedEntry, chain_hash};
 
@@ -43,6 +44,25 @@ fn entry_from_row(r: &AnyRow) -> Result<ChainedEntry> {
 const COLUMNS: &str =
     "seq, at, actor, role, office, action, target, case_id, purpose, legal_basis, prev_hash, hash";
 
+/// The chain's last number and hash, as read under the write lock.
+pub(super) struct AuditHead {
+    seq: i64,
+    hash: String,
+}
+
+impl AuditHead {
+    pub(super) fn from(read: &Done) -> Result<Self> {
+        let row = read
+            .rows
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("the audit head row is missing".into()))?;
+        Ok(Self {
+            seq: get_i64(row, "seq")?,
+            hash: get_str(row, "hash")?,
+        })
+    }
+}
+
 impl Store {
     /// Appends entries to the chain in one transaction.
     pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
@@ -59,28 +79,54 @@ impl Store {
     /// and its trace commit together or not at all.
     pub(super) async fn append_audit_in(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut super::WriteTx,
         entries: &[AuditEntry],
     ) -> Result<()> {
-        let head = q(format!(
-            "SELECT seq, hash FROM audit_head WHERE id = 1{}",
-            self.dialect.for_update()
-        ))
-        .fetch_one(&mut **tx)
-        .await?;
-        let (mut seq, mut prev) = (get_i64(&head, "seq")?, get_str(&head, "hash")?);
+        let mut read = Script::new(self.dialect);
+        let head = self.read_audit_head(&mut read);
+        let head = AuditHead::from(&read.run(tx).await?[head])?;
+        let mut write = Script::new(self.dialect);
+        self.chain_audit(&mut write, head, entries);
+        write.run(tx).await?;
+        Ok(())
+    }
+
+    /// Adds the read of the chain's head to a script of the transaction
+    /// that will append to it; on PostgreSQL the row is locked, which
+    /// serialises appenders. Returns the result's index for
+    /// `AuditHead::from`.
+    pub(super) fn read_audit_head(&self, script: &mut Script<'_>) -> usize {
+        script.push(
+            format!(
+                "SELECT seq, hash FROM audit_head WHERE id = 1{}",
+                self.dialect.for_update()
+            ),
+            |query| query,
+        )
+    }
+
+    /// Adds `entries`, chained on from `head`, and the head's move to the
+    /// last of them, to a script of the transaction that read `head`.
+    pub(super) fn chain_audit<'a>(
+        &self,
+        script: &mut Script<'a>,
+        head: AuditHead,
+        entries: &'a [AuditEntry],
+    ) {
+        if entries.is_empty() {
+            return;
+        }
+        let (mut seq, mut prev) = (head.seq, head.hash);
         let mut chained = Vec::with_capacity(entries.len());
         for e in entries {
             seq += 1;
             let hash = chain_hash(&prev, seq, e);
             chained.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
         }
-        super::insert_rows(
-            tx,
-            self.dialect,
+        script.insert_owned_rows(
             &format!("INSERT INTO audit_log ({COLUMNS})"),
             12,
-            &chained,
+            chained,
             "",
             |query, (seq, e, prev, hash)| {
                 query
@@ -97,14 +143,11 @@ impl Store {
                     .bind(prev.clone())
                     .bind(hash.clone())
             },
-        )
-        .await?;
-        q("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1".to_owned())
-            .bind(seq)
-            .bind(prev)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        );
+        script.push(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+            move |query| query.bind(seq).bind(prev),
+        );
     }
 
     /// The last number and hash of the chain.

@@ -3,6 +3,8 @@
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
 
+use super::audit::AuditHead;
+use super::script::Script;
 use super::{
     Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, q,
@@ -228,40 +230,46 @@ impl Store {
         let (case, actor, audit) = (c.case, c.actor, c.audit);
         let now = now_millis();
         let mut tx = self.begin().await?;
-        q(
+        let head = if audit.is_empty() {
+            None
+        } else {
+            let mut read = Script::new(self.dialect);
+            let head = self.read_audit_head(&mut read);
+            Some(AuditHead::from(&read.run(&mut tx).await?[head])?)
+        };
+        let mut write = Script::new(self.dialect);
+        write.push(
             "INSERT INTO cases (id, office, case_number, created_by, created_at, form_key) \
-             VALUES ($1, $2, $3, $4, $5, $6)"
-                .to_owned(),
-        )
-        .bind(case.id.as_str().to_owned())
-        .bind(case.office.clone())
-        .bind(case.case_number.clone())
-        .bind(actor.to_owned())
-        .bind(now)
-        .bind(c.form_key.map(str::to_owned))
-        .execute(&mut *tx)
-        .await?;
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            move |query| {
+                query
+                    .bind(case.id.as_str().to_owned())
+                    .bind(case.office.clone())
+                    .bind(case.case_number.clone())
+                    .bind(actor.to_owned())
+                    .bind(now)
+                    .bind(c.form_key.map(str::to_owned))
+            },
+        );
         for code in c.declared {
-            q(
+            write.push(
                 "INSERT INTO case_declared_institutions (case_id, institution_code) \
-                 VALUES ($1, $2) ON CONFLICT DO NOTHING"
-                    .to_owned(),
-            )
-            .bind(case.id.as_str().to_owned())
-            .bind(code.as_str().to_owned())
-            .execute(&mut *tx)
-            .await?;
+                 VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                move |query| {
+                    query
+                        .bind(case.id.as_str().to_owned())
+                        .bind(code.as_str().to_owned())
+                },
+            );
         }
         let subjects: Vec<_> = case.subjects.iter().enumerate().collect();
-        super::insert_rows(
-            &mut tx,
-            self.dialect,
+        write.insert_owned_rows(
             "INSERT INTO subjects (id, case_id, position, kana_name, kanji_name, birth_date, \
                postal_code, address, former_kana_names)",
             9,
-            &subjects,
+            subjects,
             "",
-            |query, (i, s)| {
+            move |query, (i, s)| {
                 query
                     .bind(s.id.as_str().to_owned())
                     .bind(case.id.as_str().to_owned())
@@ -279,11 +287,11 @@ impl Store {
                             .join("|"),
                     )
             },
-        )
-        .await?;
-        if !audit.is_empty() {
-            self.append_audit_in(&mut tx, audit).await?;
+        );
+        if let Some(head) = head {
+            self.chain_audit(&mut write, head, audit);
         }
+        write.run(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -366,18 +374,29 @@ impl Store {
     ) -> Result<RequestInsert> {
         let now = now_millis();
         let mut tx = self.begin().await?;
-        // The same lock close_case takes: a case cannot close between this
-        // check and the insert.
-        let case = q(format!(
-            "SELECT closed_at FROM cases WHERE id = $1{}",
-            self.dialect.for_update()
-        ))
-        .bind(request.case_id.as_str().to_owned())
-        .fetch_optional(&mut *tx)
-        .await?;
-        match case {
+        // What decides whether the request is written, read in one go: the
+        // case (with the lock close_case takes, so it cannot close between
+        // this check and the insert), an earlier use of the idempotency key,
+        // and the audit chain's head.
+        let mut read = Script::new(self.dialect);
+        let case = read.push(
+            format!(
+                "SELECT closed_at FROM cases WHERE id = $1{}",
+                self.dialect.for_update()
+            ),
+            |query| query.bind(request.case_id.as_str().to_owned()),
+        );
+        let existing = idempotency.map(|(key, _)| {
+            read.push(
+                "SELECT id, body_hash FROM requests WHERE actor = $1 AND idempotency_key = $2",
+                move |query| query.bind(actor.to_owned()).bind(key.to_owned()),
+            )
+        });
+        let head = (!audit.is_empty()).then(|| self.read_audit_head(&mut read));
+        let read = read.run(&mut tx).await?;
+        match read[case].rows.first() {
             None => return Err(StoreError::NotFound(format!("case {}", request.case_id))),
-            Some(row) if get_opt_i64(&row, "closed_at")?.is_some() => {
+            Some(row) if get_opt_i64(row, "closed_at")?.is_some() => {
                 return Err(StoreError::Refused(format!(
                     "case {} is closed",
                     request.case_id
@@ -385,54 +404,47 @@ impl Store {
             }
             Some(_) => {}
         }
-        if let Some((key, hash)) = idempotency {
-            let existing = q(
-                "SELECT id, body_hash FROM requests WHERE actor = $1 AND idempotency_key = $2"
-                    .to_owned(),
-            )
-            .bind(actor.to_owned())
-            .bind(key.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = existing {
-                let id = RequestId::from_trusted(get_str(&row, "id")?);
-                if get_opt_str(&row, "body_hash")?.as_deref() == Some(hash) {
-                    return Ok(RequestInsert::Replayed(id));
-                }
-                return Err(StoreError::Conflict(format!(
-                    "idempotency key '{key}' was used for a different request ({id})"
-                )));
+        if let (Some((key, hash)), Some(existing)) = (idempotency, existing)
+            && let Some(row) = read[existing].rows.first()
+        {
+            let id = RequestId::from_trusted(get_str(row, "id")?);
+            if get_opt_str(row, "body_hash")?.as_deref() == Some(hash) {
+                return Ok(RequestInsert::Replayed(id));
             }
+            return Err(StoreError::Conflict(format!(
+                "idempotency key '{key}' was used for a different request ({id})"
+            )));
         }
-        q("INSERT INTO requests (id, case_id, actor, idempotency_key, body_hash, kinds, reference_date, \
-           period_from, period_to, legal_basis, purpose, due_date, created_at) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            .to_owned())
-        .bind(request.id.as_str().to_owned())
-        .bind(request.case_id.as_str().to_owned())
-        .bind(actor.to_owned())
-        .bind(idempotency.map(|(k, _)| k.to_owned()))
-        .bind(idempotency.map(|(_, h)| h.to_owned()))
-        .bind(kinds_to_text(&request.kinds))
-        .bind(request.reference_date.to_string())
-        .bind(request.period.map(|p| p.from.to_string()))
-        .bind(request.period.map(|p| p.to.to_string()))
-        .bind(request.legal_basis.clone())
-        .bind(request.purpose.clone())
-        .bind(request.due_date.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let mut write = Script::new(self.dialect);
+        write.push(
+            "INSERT INTO requests (id, case_id, actor, idempotency_key, body_hash, kinds, \
+             reference_date, period_from, period_to, legal_basis, purpose, due_date, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            move |query| {
+                query
+                    .bind(request.id.as_str().to_owned())
+                    .bind(request.case_id.as_str().to_owned())
+                    .bind(actor.to_owned())
+                    .bind(idempotency.map(|(k, _)| k.to_owned()))
+                    .bind(idempotency.map(|(_, h)| h.to_owned()))
+                    .bind(kinds_to_text(&request.kinds))
+                    .bind(request.reference_date.to_string())
+                    .bind(request.period.map(|p| p.from.to_string()))
+                    .bind(request.period.map(|p| p.to.to_string()))
+                    .bind(request.legal_basis.clone())
+                    .bind(request.purpose.clone())
+                    .bind(request.due_date.to_string())
+                    .bind(now)
+            },
+        );
         // Multi-row inserts keep a large request to a few statements.
-        super::insert_rows(
-            &mut tx,
-            self.dialect,
+        write.insert_rows(
             "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
              due_date, created_at, updated_at, state)",
             10,
             &request.inquiries,
             "",
-            |query, inq| {
+            move |query, inq| {
                 query
                     .bind(inq.id.as_str().to_owned())
                     .bind(request.id.as_str().to_owned())
@@ -445,26 +457,23 @@ impl Store {
                     .bind(now)
                     .bind(InquiryState::Queued.as_str())
             },
-        )
-        .await?;
-        super::insert_rows(
-            &mut tx,
-            self.dialect,
+        );
+        write.insert_rows(
             "INSERT INTO inquiry_events (inquiry_id, at, to_state)",
             3,
             &request.inquiries,
             "",
-            |query, inq| {
+            move |query, inq| {
                 query
                     .bind(inq.id.as_str().to_owned())
                     .bind(now)
                     .bind(InquiryState::Queued.as_str())
             },
-        )
-        .await?;
-        if !audit.is_empty() {
-            self.append_audit_in(&mut tx, audit).await?;
+        );
+        if let Some(head) = head {
+            self.chain_audit(&mut write, AuditHead::from(&read[head])?, audit);
         }
+        write.run(&mut tx).await?;
         tx.commit().await?;
         let today = jst_date(now);
         let mut inquiries: Vec<InquiryView> = request

@@ -2,6 +2,7 @@
 //! what they tell, then claimed under a lease with a fencing token and
 //! finished like batches: delivered, retry at a time, or dead.
 
+use super::script::Script;
 use super::{BatchFinish, Result, Store, StoreError, get_i64, get_opt_i64, get_str, q};
 use crate::domain::feed::{FeedEvent, FeedKind};
 use crate::domain::ids::{CaseId, ClaimToken, EventId};
@@ -39,28 +40,47 @@ impl Store {
     /// feed is on (`StoreConfig::feed_events`).
     pub(super) async fn enqueue_feed_event(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut super::WriteTx,
         case: &CaseId,
         kind: FeedKind,
         subject_ref: &str,
         now: i64,
     ) -> Result<()> {
-        if !self.feed_events {
-            return Ok(());
-        }
-        q(
-            "INSERT INTO feed_events (id, case_id, kind, subject_ref, occurred_at, state, \
-             next_attempt_at) VALUES ($1, $2, $3, $4, $5, 'pending', $5)"
-                .to_owned(),
-        )
-        .bind(EventId::generate().as_str().to_owned())
-        .bind(case.as_str().to_owned())
-        .bind(kind.as_str())
-        .bind(subject_ref.to_owned())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        let mut script = Script::new(self.dialect);
+        let event = (case.as_str().to_owned(), kind, subject_ref.to_owned());
+        self.push_feed_events(&mut script, vec![event], now);
+        script.run(tx).await?;
         Ok(())
+    }
+
+    /// Adds events, as (case, kind, subject reference), to a script of the
+    /// transaction of what they tell, when the feed is on.
+    pub(super) fn push_feed_events(
+        &self,
+        script: &mut Script<'_>,
+        events: Vec<(String, FeedKind, String)>,
+        now: i64,
+    ) {
+        if !self.feed_events {
+            return;
+        }
+        script.insert_owned_rows(
+            "INSERT INTO feed_events (id, case_id, kind, subject_ref, occurred_at, state, \
+             next_attempt_at)",
+            7,
+            events,
+            "",
+            move |query, (case, kind, subject_ref)| {
+                query
+                    .bind(EventId::generate().as_str().to_owned())
+                    .bind(case.clone())
+                    .bind(kind.as_str())
+                    .bind(subject_ref.clone())
+                    .bind(now)
+                    .bind("pending")
+                    .bind(now)
+            },
+        );
     }
 
     /// Claims due events, oldest first: pending ones whose time has come, and

@@ -19,13 +19,18 @@ mod migrate;
 mod overview;
 mod queue;
 mod retention;
+mod script;
+mod writer;
+
+use script::Script;
+use writer::{WriteTx, Writer};
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 
 pub use accounts::UserRecord;
 pub use answers::{
@@ -105,15 +110,6 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// Write transactions on SQLite take the write lock up front, so two
-    /// writers queue on the busy timeout instead of failing on upgrade.
-    fn begin_write(self) -> &'static str {
-        match self {
-            Self::Sqlite => "BEGIN IMMEDIATE",
-            Self::Postgres => "BEGIN",
-        }
-    }
-
     /// On SQLite, `$1 … $n` used once each in ascending order become
     /// anonymous `?`s. SQLite looks up a named parameter by a linear scan
     /// of the statement's names, at parse and again at every bind, so a
@@ -207,41 +203,14 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://shokai.db";
 pub struct Store {
     /// Reads and single-statement writes.
     pool: AnyPool,
-    /// Write transactions. On SQLite a pool of one connection: SQLite has
-    /// one writer at a time, and queueing on the pool is fair and wakes the
-    /// next writer at once, where queueing on the busy timeout sleeps in
-    /// growing steps (the submit tail in BENCHMARKS.md). On PostgreSQL the
-    /// same pool as `pool`.
-    writer: AnyPool,
-    /// How long the SQLite writer connection has been out of its pool.
-    writer_held: Option<Arc<HeldTime>>,
+    /// Write transactions. On SQLite one connection behind a fair queue:
+    /// SQLite has one writer at a time, and queueing in the process wakes
+    /// the next writer at once, where queueing on the busy timeout sleeps
+    /// in growing steps (the submit tail in BENCHMARKS.md). On PostgreSQL
+    /// the same pool as `pool`.
+    writer: Arc<Writer>,
     dialect: Dialect,
     feed_events: bool,
-}
-
-/// Time a one-connection pool's connection spends checked out: on SQLite
-/// the time the process holds the database's write lock. It tells a writer
-/// that is busy executing from one waiting for its caller between
-/// statements (the bench prints it next to the throughput).
-#[derive(Default)]
-struct HeldTime {
-    since: std::sync::Mutex<Option<std::time::Instant>>,
-    total_ns: std::sync::atomic::AtomicU64,
-}
-
-impl HeldTime {
-    fn acquired(&self) {
-        *self.since.lock().expect("held-time lock") = Some(std::time::Instant::now());
-    }
-
-    fn released(&self) {
-        if let Some(since) = self.since.lock().expect("held-time lock").take() {
-            self.total_ns.fetch_add(
-                since.elapsed().as_nanos() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
-    }
 }
 
 fn dialect_of(url: &str) -> std::result::Result<Dialect, StoreError> {
@@ -277,59 +246,34 @@ impl Store {
             });
         }
         let options = AnyConnectOptions::from_str(&url)?;
-        let pool_of = |connections: u32, extra_pragmas: &'static [&'static str]| {
-            AnyPoolOptions::new()
-                .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(move |conn, _meta| {
-                    Box::pin(async move {
-                        if dialect == Dialect::Sqlite {
-                            for pragma in [
-                                "PRAGMA journal_mode = WAL",
-                                "PRAGMA synchronous = NORMAL",
-                                "PRAGMA foreign_keys = ON",
-                                "PRAGMA busy_timeout = 10000",
-                            ]
-                            .iter()
-                            .chain(extra_pragmas)
-                            {
-                                sqlx::query(*pragma).execute(&mut *conn).await?;
-                            }
-                        }
-                        Ok(())
-                    })
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlite_pragmas(conn, &[]).await?;
+                    }
+                    Ok(())
                 })
-        };
-        let pool = pool_of(config.max_connections, &[])
+            })
             .connect_with(options.clone())
             .await?;
-        let (writer, writer_held) = match dialect {
+        let writer = match dialect {
             // The writer leaves checkpoints to `checkpoint_wal_forever`, on
             // a reader connection; the high mark only bounds the WAL should
             // that task ever stall.
             Dialect::Sqlite => {
-                let held = Arc::new(HeldTime::default());
-                let (on_acquire, on_release) = (held.clone(), held.clone());
-                let writer = pool_of(1, &["PRAGMA wal_autocheckpoint = 25000"])
-                    .before_acquire(move |_, _| {
-                        on_acquire.acquired();
-                        Box::pin(async { Ok(true) })
-                    })
-                    .after_release(move |_, _| {
-                        on_release.released();
-                        Box::pin(async { Ok(true) })
-                    })
-                    .connect_with(options)
-                    .await?;
+                let mut conn = AnyConnection::connect_with(&options).await?;
+                sqlite_pragmas(&mut conn, &["PRAGMA wal_autocheckpoint = 25000"]).await?;
                 tokio::spawn(checkpoint_wal_forever(pool.clone()));
-                (writer, Some(held))
+                Writer::sqlite(conn)
             }
-            Dialect::Postgres => (pool.clone(), None),
+            Dialect::Postgres => Writer::Postgres(pool.clone()),
         };
         Ok(Store {
             pool,
-            writer,
-            writer_held,
+            writer: Arc::new(writer),
             dialect,
             feed_events: config.feed_events,
         })
@@ -342,9 +286,7 @@ impl Store {
     /// Seconds the SQLite writer connection has been checked out since the
     /// store opened (the write lock's busy time); None on PostgreSQL.
     pub fn writer_held_seconds(&self) -> Option<f64> {
-        self.writer_held
-            .as_ref()
-            .map(|h| h.total_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9)
+        self.writer.held_seconds()
     }
 
     pub async fn close(&self) {
@@ -358,9 +300,32 @@ impl Store {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.writer.begin_with(self.dialect.begin_write()).await?)
+    async fn begin(&self) -> Result<WriteTx> {
+        self.writer.begin().await
     }
+}
+
+/// Every SQLite connection's settings, and `extra` for this one.
+async fn sqlite_pragmas(
+    conn: &mut AnyConnection,
+    extra: &[&'static str],
+) -> std::result::Result<(), sqlx::Error> {
+    for pragma in [
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA busy_timeout = 10000",
+        // Statement journals (multi-row writes that can fail half-way) stay
+        // in memory: past 64 KiB they would spill to a temporary file that
+        // is created, written and deleted inside the write lock.
+        "PRAGMA temp_store = MEMORY",
+    ]
+    .iter()
+    .chain(extra)
+    {
+        sqlx::query(*pragma).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Copies the SQLite WAL back into the database file every few hundred
@@ -433,25 +398,18 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// columns each; `bind` binds one row's values in column order. `sql` is
 /// the statement up to `VALUES`; `tail` follows the values (`RETURNING …`,
 /// `ON CONFLICT …`, or empty), and whatever rows it returns are collected.
-async fn insert_rows<T>(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+async fn insert_rows<T: Sync>(
+    tx: &mut WriteTx,
     dialect: Dialect,
     sql: &str,
     width: usize,
     rows: &[T],
     tail: &str,
-    bind: impl Fn(Query, &T) -> Query,
+    bind: impl Fn(Query, &T) -> Query + Send + Sync + Clone,
 ) -> Result<Vec<AnyRow>> {
-    let mut out = Vec::new();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let values = value_rows(0, chunk.len(), width);
-        let mut query = q_many(dialect, format!("{sql} VALUES {values}{tail}"));
-        for row in chunk {
-            query = bind(query, row);
-        }
-        out.extend(query.fetch_all(&mut **tx).await?);
-    }
-    Ok(out)
+    let mut script = Script::new(dialect);
+    let insert = script.insert_rows(sql, width, rows, tail, bind);
+    Ok(std::mem::take(&mut script.run(tx).await?[insert].rows))
 }
 
 /// `($a, …), ($b, …), …`: `rows` tuples of `width` placeholders, numbered
@@ -486,8 +444,6 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             tx.commit().await.unwrap();
         }
-        // The connection goes back to its pool in a task of its own.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let held = store.writer_held_seconds().unwrap();
         assert!((0.29..5.0).contains(&held), "held {held} s");
         store.close().await;

@@ -6,9 +6,10 @@
 //! lease was lost to another worker, reported as [`StoreError::LostLease`].
 
 use super::cases::branches_from_text;
+use super::script::Script;
 use super::{
     Dialect, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
-    parse_date, placeholders, q, q_many,
+    parse_date, placeholders, q,
 };
 use crate::domain::breaker::{Admission, BreakerPolicy, BreakerState};
 use crate::domain::ids::{BatchId, ClaimToken, InquiryId, SubjectId};
@@ -86,27 +87,23 @@ fn due(now: &str) -> String {
     )
 }
 
-async fn insert_attempt(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    a: &AttemptRecord,
-) -> Result<()> {
-    q(
+fn push_attempt<'a>(script: &mut Script<'a>, a: &'a AttemptRecord) {
+    script.push(
         "INSERT INTO delivery_attempts (batch_id, attempt_no, claim_token, started_at, ended_at, \
-       duration_ms, outcome, http_status, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            .to_owned(),
-    )
-    .bind(a.batch_id.as_str().to_owned())
-    .bind(a.attempt_no)
-    .bind(a.token.as_str().to_owned())
-    .bind(a.started_at)
-    .bind(a.ended_at)
-    .bind(a.ended_at - a.started_at)
-    .bind(a.outcome.clone())
-    .bind(a.http_status)
-    .bind(a.error.clone())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+         duration_ms, outcome, http_status, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        move |query| {
+            query
+                .bind(a.batch_id.as_str().to_owned())
+                .bind(a.attempt_no)
+                .bind(a.token.as_str().to_owned())
+                .bind(a.started_at)
+                .bind(a.ended_at)
+                .bind(a.ended_at - a.started_at)
+                .bind(a.outcome.clone())
+                .bind(a.http_status)
+                .bind(a.error.clone())
+        },
+    );
 }
 
 /// `inquiries.state` as an expression that no index matches. Statements
@@ -126,20 +123,21 @@ struct Move<'a> {
 }
 
 impl Store {
-    /// Moves a batch's inquiries from one state to another and writes their
-    /// history with `detail`; returns how many moved. `failure` is the
-    /// reason stored on the inquiries (None clears it). The history is
+    /// Adds to a script the move of a batch's inquiries from one state to
+    /// another, with their history written with `detail`; returns the index
+    /// of the result whose `rows_affected` is how many moved. `failure` is
+    /// the reason stored on the inquiries (None clears it). The history is
     /// written from the same set the update then moves: on SQLite the write
     /// transaction excludes every other writer, and on PostgreSQL the rows
     /// are locked in id order first, as `apply_answers` does, so the two
     /// cannot deadlock. Nothing travels back to us row by row.
-    async fn move_batch_inquiries(
+    fn push_batch_move<'a>(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        batch: &BatchId,
-        m: Move<'_>,
+        script: &mut Script<'a>,
+        batch: &'a BatchId,
+        m: Move<'a>,
         now: i64,
-    ) -> Result<u64> {
+    ) -> usize {
         let Move {
             from,
             to,
@@ -147,58 +145,64 @@ impl Store {
             detail,
         } = m;
         if self.dialect == Dialect::Postgres {
-            q(format!("SELECT id FROM inquiries WHERE batch_id = $1 AND {STATE_UNINDEXED} = $2 ORDER BY id{}", self.dialect.for_update()))
-                .bind(batch.as_str().to_owned())
-                .bind(from.as_str())
-                .execute(&mut **tx)
-                .await?;
+            script.push(
+                format!(
+                    "SELECT id FROM inquiries WHERE batch_id = $1 AND {STATE_UNINDEXED} = $2 \
+                     ORDER BY id{}",
+                    self.dialect.for_update()
+                ),
+                move |query| query.bind(batch.as_str().to_owned()).bind(from.as_str()),
+            );
         }
-        q(format!(
-            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-               SELECT id, $1, $2, $3, $4 FROM inquiries WHERE batch_id = $5 AND {STATE_UNINDEXED} = $6"
-        ))
-        .bind(now)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(detail.map(str::to_owned))
-        .bind(batch.as_str().to_owned())
-        .bind(from.as_str())
-        .execute(&mut **tx)
-        .await?;
-        let moved = q(format!(
-            "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-               WHERE batch_id = $4 AND {STATE_UNINDEXED} = $5"
-        ))
-        .bind(to.as_str())
-        .bind(failure.map(str::to_owned))
-        .bind(now)
-        .bind(batch.as_str().to_owned())
-        .bind(from.as_str())
-        .execute(&mut **tx)
-        .await?;
-        Ok(moved.rows_affected())
+        script.push(
+            format!(
+                "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+                 SELECT id, $1, $2, $3, $4 FROM inquiries \
+                 WHERE batch_id = $5 AND {STATE_UNINDEXED} = $6"
+            ),
+            move |query| {
+                query
+                    .bind(now)
+                    .bind(from.as_str())
+                    .bind(to.as_str())
+                    .bind(detail.map(str::to_owned))
+                    .bind(batch.as_str().to_owned())
+                    .bind(from.as_str())
+            },
+        );
+        script.push(
+            format!(
+                "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
+                 WHERE batch_id = $4 AND {STATE_UNINDEXED} = $5"
+            ),
+            move |query| {
+                query
+                    .bind(to.as_str())
+                    .bind(failure.map(str::to_owned))
+                    .bind(now)
+                    .bind(batch.as_str().to_owned())
+                    .bind(from.as_str())
+            },
+        )
     }
 }
 
-/// History rows for inquiries that just moved `from` → `to`: the caller
-/// names exactly the ids its update moved.
-async fn insert_events(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    dialect: Dialect,
-    ids: &[InquiryId],
+/// Adds history rows for inquiries that just moved `from` → `to` to a
+/// script: the caller names exactly the ids its update moved.
+fn push_events<'a>(
+    script: &mut Script<'a>,
+    ids: &'a [InquiryId],
     now: i64,
     from: InquiryState,
     to: InquiryState,
-    detail: Option<&str>,
-) -> Result<()> {
-    super::insert_rows(
-        tx,
-        dialect,
+    detail: Option<&'a str>,
+) {
+    script.insert_rows(
         "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail)",
         5,
         ids,
         "",
-        |query, id| {
+        move |query, id| {
             query
                 .bind(id.as_str().to_owned())
                 .bind(now)
@@ -206,9 +210,7 @@ async fn insert_events(
                 .bind(to.as_str())
                 .bind(detail.map(str::to_owned))
         },
-    )
-    .await?;
-    Ok(())
+    );
 }
 
 fn batch_from_row(r: &sqlx::any::AnyRow) -> Result<BatchRow> {
@@ -222,6 +224,19 @@ fn batch_from_row(r: &sqlx::any::AnyRow) -> Result<BatchRow> {
         last_error: get_opt_str(r, "last_error")?,
         created_at: get_i64(r, "created_at")?,
     })
+}
+
+/// The circuit's opening and closing are worth a line in the log.
+fn log_breaker_change(code: &str, before: BreakerState, after: BreakerState) {
+    if after.open_until.is_some() && before.open_until.is_none() {
+        tracing::warn!(
+            institution = code,
+            failures = after.consecutive_failures,
+            "circuit opened"
+        );
+    } else if after.open_until.is_none() && before.open_until.is_some() {
+        tracing::info!(institution = code, "circuit closed");
+    }
 }
 
 impl Store {
@@ -321,57 +336,65 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        q(
+        let mut write = Script::new(self.dialect);
+        write.push(
             "INSERT INTO batches (id, institution_code, state, inquiry_count, next_attempt_at, \
-           created_at, updated_at) VALUES ($1, $2, 'sealed', $3, $4, $4, $4)"
-                .to_owned(),
-        )
-        .bind(id.as_str().to_owned())
-        .bind(institution.as_str().to_owned())
-        .bind(inquiries.len() as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        q("INSERT INTO batch_payloads (batch_id, payload) VALUES ($1, $2)".to_owned())
-            .bind(id.as_str().to_owned())
-            .bind(payload.to_vec())
-            .execute(&mut *tx)
-            .await?;
+             created_at, updated_at) VALUES ($1, $2, 'sealed', $3, $4, $5, $6)",
+            move |query| {
+                query
+                    .bind(id.as_str().to_owned())
+                    .bind(institution.as_str().to_owned())
+                    .bind(inquiries.len() as i64)
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+            },
+        );
+        write.push(
+            "INSERT INTO batch_payloads (batch_id, payload) VALUES ($1, $2)",
+            move |query| query.bind(id.as_str().to_owned()).bind(payload.to_vec()),
+        );
+        let mut moves = Vec::new();
         for chunk in inquiries.chunks(super::ROWS_PER_STATEMENT) {
-            let ids = placeholders(2, chunk.len());
-            let mut update = q_many(
-                self.dialect,
+            let update = write.push(
                 format!(
                     "UPDATE inquiries SET updated_at = $1, state = 'batched', batch_id = $2 \
-                 WHERE {STATE_UNINDEXED} = 'queued' AND id IN ({ids})"
+                     WHERE {STATE_UNINDEXED} = 'queued' AND id IN ({})",
+                    placeholders(2, chunk.len())
                 ),
-            )
-            .bind(now)
-            .bind(id.as_str().to_owned());
-            for i in chunk {
-                update = update.bind(i.as_str().to_owned());
-            }
-            // All or nothing, so the ids asked for are the ids moved: no
-            // need to have them sent back.
-            let moved = update.execute(&mut *tx).await?.rows_affected() as usize;
-            if moved != chunk.len() {
-                tx.rollback().await?;
-                return Err(StoreError::Conflict(format!(
-                    "{} of {} inquiries for batch {id} were no longer queued",
-                    chunk.len() - moved,
-                    chunk.len()
-                )));
-            }
-            insert_events(
-                &mut tx,
-                self.dialect,
+                move |query| {
+                    chunk
+                        .iter()
+                        .fold(query.bind(now).bind(id.as_str().to_owned()), |query, i| {
+                            query.bind(i.as_str().to_owned())
+                        })
+                },
+            );
+            moves.push((update, chunk.len()));
+            push_events(
+                &mut write,
                 chunk,
                 now,
                 InquiryState::Queued,
                 InquiryState::Batched,
                 Some(id.as_str()),
-            )
-            .await?;
+            );
+        }
+        let done = write.run(&mut tx).await?;
+        // All or nothing, so the ids asked for are the ids moved: no need to
+        // have them sent back. The history written for ids that did not move
+        // goes with the rollback.
+        let moved: usize = moves
+            .iter()
+            .map(|&(update, _)| done[update].rows_affected as usize)
+            .sum();
+        if moved != inquiries.len() {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "{} of {} inquiries for batch {id} were no longer queued",
+                inquiries.len() - moved,
+                inquiries.len()
+            )));
         }
         tx.commit().await?;
         Ok(())
@@ -421,18 +444,31 @@ impl Store {
     ) -> Result<Vec<ClaimedBatch>> {
         let mut tx = self.begin().await?;
         // Locking the institution row serialises claimers of one institution
-        // on PostgreSQL, so two gateways cannot both fill its last slot.
-        let Some(inst) = q(format!(
-            "SELECT max_in_flight, endpoint_url, server_ca_pem, paused, channel, delivery_window, \
-             consecutive_failures, breaker_open_until FROM institutions WHERE code = $1{}",
-            self.dialect.for_update()
-        ))
-        .bind(code.to_owned())
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        // on PostgreSQL, so two gateways cannot both fill its last slot. The
+        // count of its batches in flight comes back in the same round trip.
+        let mut read = Script::new(self.dialect);
+        let inst = read.push(
+            format!(
+                "SELECT max_in_flight, endpoint_url, server_ca_pem, paused, channel, \
+                 delivery_window, consecutive_failures, breaker_open_until \
+                 FROM institutions WHERE code = $1{}",
+                self.dialect.for_update()
+            ),
+            |query| query.bind(code.to_owned()),
+        );
+        let active = read.push(
+            "SELECT COUNT(*) AS n FROM batches \
+             WHERE institution_code = $1 AND state = 'in_flight' AND lease_until >= $2",
+            |query| query.bind(code.to_owned()).bind(now),
+        );
+        let mut read = read.run(&mut tx).await?;
+        let Some(inst) = read[inst].rows.pop() else {
             return Ok(Vec::new());
         };
+        let active = read[active]
+            .rows
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("COUNT returned no row".into()))?;
         if get_i64(&inst, "paused")? != 0 || get_str(&inst, "channel")? != "push" {
             return Ok(Vec::new());
         }
@@ -453,13 +489,6 @@ impl Store {
             Admission::Probe => true,
             Admission::Normal => false,
         };
-        let active = q("SELECT COUNT(*) AS n FROM batches \
-               WHERE institution_code = $1 AND state = 'in_flight' AND lease_until >= $2"
-            .to_owned())
-        .bind(code.to_owned())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
         let mut free = (get_i64(&inst, "max_in_flight")? - get_i64(&active, "n")?).min(room);
         if probing {
             free = free.min(1);
@@ -480,36 +509,53 @@ impl Store {
         .await?;
         let endpoint_url = get_opt_str(&inst, "endpoint_url")?;
         let server_ca_pem = get_opt_str(&inst, "server_ca_pem")?;
+        let due: Vec<(String, ClaimToken)> = due
+            .iter()
+            .map(|row| Ok((get_str(row, "id")?, ClaimToken::generate())))
+            .collect::<Result<_>>()?;
+        let mut claim = Script::new(self.dialect);
+        let steps: Vec<(usize, usize)> = due
+            .iter()
+            .map(|(id, token)| {
+                let updated = claim.push(
+                    "UPDATE batches SET state = 'in_flight', claim_token = $1, lease_until = $2, \
+                     attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $3), \
+                     updated_at = $4 WHERE id = $5 RETURNING attempts, first_attempt_at",
+                    move |query| {
+                        query
+                            .bind(token.as_str().to_owned())
+                            .bind(now + lease_ms)
+                            .bind(now)
+                            .bind(now)
+                            .bind(id.clone())
+                    },
+                );
+                let payload = claim.push(
+                    "SELECT payload FROM batch_payloads WHERE batch_id = $1",
+                    move |query| query.bind(id.clone()),
+                );
+                (updated, payload)
+            })
+            .collect();
+        let done = claim.run(&mut tx).await?;
         let mut claimed = Vec::with_capacity(due.len());
-        for row in due {
-            let id = get_str(&row, "id")?;
-            let token = ClaimToken::generate();
-            let updated = q(
-                "UPDATE batches SET state = 'in_flight', claim_token = $1, lease_until = $2, \
-                   attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $3), \
-                   updated_at = $3 WHERE id = $4 \
-                   RETURNING attempts, first_attempt_at"
-                    .to_owned(),
-            )
-            .bind(token.as_str().to_owned())
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(id.clone())
-            .fetch_one(&mut *tx)
-            .await?;
-            let payload = q("SELECT payload FROM batch_payloads WHERE batch_id = $1".to_owned())
-                .bind(id.clone())
-                .fetch_one(&mut *tx)
-                .await?;
+        for ((id, token), (updated, payload)) in due.into_iter().zip(steps) {
+            let one = |i: usize| {
+                done[i]
+                    .rows
+                    .first()
+                    .ok_or_else(|| StoreError::Corrupt(format!("batch {id} vanished mid-claim")))
+            };
+            let (updated, payload) = (one(updated)?, one(payload)?);
             claimed.push(ClaimedBatch {
-                id: BatchId::from_trusted(id),
                 institution: InstitutionCode::from_trusted(code.to_owned()),
                 token,
-                attempt: get_i64(&updated, "attempts")?,
-                first_attempt_at: get_opt_i64(&updated, "first_attempt_at")?.unwrap_or(now),
-                payload: sqlx::Row::try_get::<Vec<u8>, _>(&payload, "payload")?,
+                attempt: get_i64(updated, "attempts")?,
+                first_attempt_at: get_opt_i64(updated, "first_attempt_at")?.unwrap_or(now),
+                payload: sqlx::Row::try_get::<Vec<u8>, _>(payload, "payload")?,
                 endpoint_url: endpoint_url.clone(),
                 server_ca_pem: server_ca_pem.clone(),
+                id: BatchId::from_trusted(id),
             });
         }
         if probing && !claimed.is_empty() {
@@ -542,38 +588,71 @@ impl Store {
         breaker: Option<(&BreakerPolicy, bool)>,
     ) -> Result<()> {
         let (id, now) = (&attempt.batch_id, attempt.ended_at);
-        let mut tx = self.begin().await?;
-        insert_attempt(&mut tx, attempt).await?;
         let (state, next_at, error) = match finish {
             BatchFinish::Acknowledged => (BatchState::Acknowledged, None, None),
             BatchFinish::RetryAt { at, error } => (BatchState::RetryWait, Some(*at), Some(error)),
             BatchFinish::Dead { reason } => (BatchState::Dead, None, Some(reason)),
         };
-        let done = q(
+        let mut tx = self.begin().await?;
+        let mut first = Script::new(self.dialect);
+        push_attempt(&mut first, attempt);
+        let finished = first.push(
             "UPDATE batches SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
-               last_error = $3, acknowledged_at = $4, claim_token = NULL, lease_until = NULL, \
-               updated_at = $5 WHERE id = $6 AND claim_token = $7 AND state = 'in_flight' \
-               RETURNING institution_code"
-                .to_owned(),
-        )
-        .bind(state.as_str())
-        .bind(next_at)
-        .bind(error.cloned())
-        .bind((state == BatchState::Acknowledged).then_some(now))
-        .bind(now)
-        .bind(id.as_str().to_owned())
-        .bind(attempt.token.as_str().to_owned())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(done) = done else {
+             last_error = $3, acknowledged_at = $4, claim_token = NULL, lease_until = NULL, \
+             updated_at = $5 WHERE id = $6 AND claim_token = $7 AND state = 'in_flight' \
+             RETURNING institution_code",
+            move |query| {
+                query
+                    .bind(state.as_str())
+                    .bind(next_at)
+                    .bind(error.cloned())
+                    .bind((state == BatchState::Acknowledged).then_some(now))
+                    .bind(now)
+                    .bind(id.as_str().to_owned())
+                    .bind(attempt.token.as_str().to_owned())
+            },
+        );
+        // Read (on PostgreSQL locked) with the update, whether or not the
+        // claim still held: one round trip either way.
+        let breaker_read = breaker.map(|_| {
+            first.push(
+                format!(
+                    "SELECT code, consecutive_failures, breaker_open_until FROM institutions \
+                     WHERE code = (SELECT institution_code FROM batches WHERE id = $1){}",
+                    self.dialect.for_update()
+                ),
+                move |query| query.bind(id.as_str().to_owned()),
+            )
+        });
+        let done = first.run(&mut tx).await?;
+        if done[finished].rows.is_empty() {
             // Keep the attempt row: the try happened, only its verdict is void.
             tx.commit().await?;
             return Err(StoreError::LostLease(id.to_string()));
-        };
-        if let Some((policy, bank_answered)) = breaker {
-            let code = get_str(&done, "institution_code")?;
-            self.update_breaker(&mut tx, &code, policy, bank_answered, now)
-                .await?;
+        }
+        let mut second = Script::new(self.dialect);
+        if let (Some((policy, bank_answered)), Some(read)) = (breaker, breaker_read)
+            && let Some(row) = done[read].rows.first()
+        {
+            let code = get_str(row, "code")?;
+            let before = BreakerState {
+                consecutive_failures: get_i64(row, "consecutive_failures")?,
+                open_until: get_opt_i64(row, "breaker_open_until")?,
+            };
+            let after = policy.after_attempt(before, bank_answered, now);
+            log_breaker_change(&code, before, after);
+            if after != before {
+                second.push(
+                    "UPDATE institutions SET consecutive_failures = $1, breaker_open_until = $2 \
+                     WHERE code = $3",
+                    move |query| {
+                        query
+                            .bind(after.consecutive_failures)
+                            .bind(after.open_until)
+                            .bind(code)
+                    },
+                );
+            }
         }
         let inquiry_state = match finish {
             BatchFinish::Acknowledged => Some(InquiryState::Delivered),
@@ -588,50 +667,10 @@ impl Store {
                 failure: reason,
                 detail: reason,
             };
-            self.move_batch_inquiries(&mut tx, id, m, now).await?;
+            self.push_batch_move(&mut second, id, m, now);
         }
+        second.run(&mut tx).await?;
         tx.commit().await?;
-        Ok(())
-    }
-
-    async fn update_breaker(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        code: &str,
-        policy: &BreakerPolicy,
-        bank_answered: bool,
-        now: i64,
-    ) -> Result<()> {
-        let row = q(format!(
-            "SELECT consecutive_failures, breaker_open_until FROM institutions WHERE code = $1{}",
-            self.dialect.for_update()
-        ))
-        .bind(code.to_owned())
-        .fetch_one(&mut **tx)
-        .await?;
-        let before = BreakerState {
-            consecutive_failures: get_i64(&row, "consecutive_failures")?,
-            open_until: get_opt_i64(&row, "breaker_open_until")?,
-        };
-        let after = policy.after_attempt(before, bank_answered, now);
-        if after == before {
-            return Ok(());
-        }
-        q("UPDATE institutions SET consecutive_failures = $1, breaker_open_until = $2 WHERE code = $3".to_owned())
-            .bind(after.consecutive_failures)
-            .bind(after.open_until)
-            .bind(code.to_owned())
-            .execute(&mut **tx)
-            .await?;
-        if after.open_until.is_some() && before.open_until.is_none() {
-            tracing::warn!(
-                institution = code,
-                failures = after.consecutive_failures,
-                "circuit opened"
-            );
-        } else if after.open_until.is_none() && before.open_until.is_some() {
-            tracing::info!(institution = code, "circuit closed");
-        }
         Ok(())
     }
 
@@ -691,8 +730,9 @@ impl Store {
             failure: None,
             detail: Some("retried by an admin"),
         };
-        let moved = self.move_batch_inquiries(&mut tx, id, m, now).await?;
-        if moved == 0 {
+        let mut script = Script::new(self.dialect);
+        let moved = self.push_batch_move(&mut script, id, m, now);
+        if script.run(&mut tx).await?[moved].rows_affected == 0 {
             // Nothing left to ask (cancelled, answered or purged): sending
             // the stored bytes again would only resend stale data.
             tx.rollback().await?;
@@ -932,27 +972,26 @@ impl Store {
                 None => Err(StoreError::NotFound(format!("batch {id}"))),
             };
         };
-        insert_attempt(
-            &mut tx,
-            &AttemptRecord {
-                batch_id: id.clone(),
-                attempt_no: get_i64(&done, "attempts")?,
-                token: ClaimToken::generate(),
-                started_at: now,
-                ended_at: now,
-                outcome: how.0.into(),
-                http_status: None,
-                error: None,
-            },
-        )
-        .await?;
+        let attempt = AttemptRecord {
+            batch_id: id.clone(),
+            attempt_no: get_i64(&done, "attempts")?,
+            token: ClaimToken::generate(),
+            started_at: now,
+            ended_at: now,
+            outcome: how.0.into(),
+            http_status: None,
+            error: None,
+        };
+        let mut script = Script::new(self.dialect);
+        push_attempt(&mut script, &attempt);
         let m = Move {
             from: InquiryState::Batched,
             to: InquiryState::Delivered,
             failure: None,
             detail: Some(how.1),
         };
-        self.move_batch_inquiries(&mut tx, id, m, now).await?;
+        self.push_batch_move(&mut script, id, m, now);
+        script.run(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }

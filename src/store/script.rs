@@ -1,0 +1,276 @@
+//! Several statements of one transaction sent as one unit.
+//!
+//! On SQLite every statement is a round trip between the caller's task and
+//! the connection's worker thread, and the write lock stays held while the
+//! caller's task waits to be polled again: with a dozen statements per
+//! transaction, those waits were about a third of the time the lock was
+//! held (BENCHMARKS.md). A script goes to the worker as one multi-statement
+//! query, one round trip, and still reports each statement's own rows and
+//! change count. On PostgreSQL the extended protocol takes one statement per
+//! message, so a script runs its statements one after another, exactly as
+//! separate calls would.
+//!
+//! sqlx deprecates multi-statement queries with arguments in its `query()`
+//! API (launchbadge/sqlx#3108: only SQLite can do it); the driver still
+//! runs them through `Executor::fetch_many`, binding each statement's
+//! anonymous `?`s from where the previous one stopped. The tests below pin
+//! that behaviour, so an upgrade that drops it fails here, and `groups`
+//! can then fall back to one statement per round trip.
+
+use futures_util::TryStreamExt;
+use sqlx::any::AnyRow;
+use sqlx::{Either, Executor};
+
+use super::{Dialect, Query, ROWS_PER_STATEMENT, Result, q, value_rows};
+
+type Binder<'a> = Box<dyn FnOnce(Query) -> Query + Send + 'a>;
+
+/// One statement: SQL with `$1 … $n` placeholders and what binds them.
+struct Part<'a> {
+    sql: String,
+    bind: Binder<'a>,
+    /// Which `push`/`insert_rows` call the statement came from: a long
+    /// insert is several statements but one result.
+    item: usize,
+}
+
+/// What one `push` or `insert_rows` did.
+#[derive(Default)]
+pub(super) struct Done {
+    pub rows: Vec<AnyRow>,
+    pub rows_affected: u64,
+}
+
+pub(super) struct Script<'a> {
+    dialect: Dialect,
+    parts: Vec<Part<'a>>,
+    items: usize,
+}
+
+impl<'a> Script<'a> {
+    pub fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            parts: Vec::new(),
+            items: 0,
+        }
+    }
+
+    /// Adds a statement and returns the index of its result. Its
+    /// placeholders must each be used once, in ascending order, for it to
+    /// travel with the others on SQLite; one that does not runs on its own.
+    pub fn push(
+        &mut self,
+        sql: impl Into<String>,
+        bind: impl FnOnce(Query) -> Query + Send + 'a,
+    ) -> usize {
+        let item = self.next_item();
+        self.parts.push(Part {
+            sql: sql.into(),
+            bind: Box::new(bind),
+            item,
+        });
+        item
+    }
+
+    /// Adds a multi-row `INSERT … VALUES` of `width` columns per row (see
+    /// `super::insert_rows`) and returns the index of its result. No rows,
+    /// no statement: the result is empty.
+    pub fn insert_rows<T: Sync>(
+        &mut self,
+        sql: &str,
+        width: usize,
+        rows: &'a [T],
+        tail: &str,
+        bind: impl Fn(Query, &T) -> Query + Send + Sync + Clone + 'a,
+    ) -> usize {
+        self.chunked(sql, width, rows.len(), tail, |range| {
+            let bind = bind.clone();
+            Box::new(move |query| rows[range].iter().fold(query, &bind))
+        })
+    }
+
+    /// `insert_rows` for rows built for this script alone.
+    pub fn insert_owned_rows<T: Send + Sync + 'a>(
+        &mut self,
+        sql: &str,
+        width: usize,
+        rows: Vec<T>,
+        tail: &str,
+        bind: impl Fn(Query, &T) -> Query + Send + Sync + Clone + 'a,
+    ) -> usize {
+        let rows = std::sync::Arc::new(rows);
+        self.chunked(sql, width, rows.len(), tail, |range| {
+            let (rows, bind) = (rows.clone(), bind.clone());
+            Box::new(move |query| rows[range].iter().fold(query, &bind))
+        })
+    }
+
+    fn chunked(
+        &mut self,
+        sql: &str,
+        width: usize,
+        len: usize,
+        tail: &str,
+        mut binder: impl FnMut(std::ops::Range<usize>) -> Binder<'a>,
+    ) -> usize {
+        let item = self.next_item();
+        for start in (0..len).step_by(ROWS_PER_STATEMENT) {
+            let end = (start + ROWS_PER_STATEMENT).min(len);
+            self.parts.push(Part {
+                sql: format!("{sql} VALUES {}{tail}", value_rows(0, end - start, width)),
+                bind: binder(start..end),
+                item,
+            });
+        }
+        item
+    }
+
+    fn next_item(&mut self) -> usize {
+        self.items += 1;
+        self.items - 1
+    }
+
+    /// Runs the statements in order inside `tx` and returns one result per
+    /// item. The first failure stops the script and is returned; the
+    /// caller's transaction then rolls back as with any failed statement.
+    pub async fn run(self, tx: &mut super::WriteTx) -> Result<Vec<Done>> {
+        let mut done: Vec<Done> = (0..self.items).map(|_| Done::default()).collect();
+        for group in self.groups() {
+            let mut sql = String::new();
+            let mut binders = Vec::with_capacity(group.len());
+            let mut items = Vec::with_capacity(group.len());
+            for part in group {
+                if !sql.is_empty() {
+                    sql.push_str(";\n");
+                }
+                sql.push_str(&part.sql);
+                binders.push(part.bind);
+                items.push(part.item);
+            }
+            let query = binders.into_iter().fold(q(sql), |query, bind| bind(query));
+            let mut stream = (&mut **tx).fetch_many(query);
+            let mut statement = 0;
+            let mut rows = Vec::new();
+            while let Some(step) = stream.try_next().await? {
+                match step {
+                    Either::Right(row) => rows.push(row),
+                    Either::Left(result) => {
+                        let d = &mut done[items[statement]];
+                        d.rows.append(&mut rows);
+                        d.rows_affected += result.rows_affected();
+                        statement += 1;
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// The statements as round trips: on SQLite, runs of statements that can
+    /// share one query (their placeholders made anonymous); otherwise one
+    /// statement each.
+    fn groups(self) -> Vec<Vec<Part<'a>>> {
+        let dialect = self.dialect;
+        let mut groups: Vec<Vec<Part<'a>>> = Vec::new();
+        let mut open = false;
+        for mut part in self.parts {
+            let shareable = dialect == Dialect::Sqlite && {
+                part.sql = dialect.positional(std::mem::take(&mut part.sql));
+                !has_numbered_placeholder(&part.sql)
+            };
+            match groups.last_mut() {
+                Some(group) if open && shareable => group.push(part),
+                _ => groups.push(vec![part]),
+            }
+            open = shareable;
+        }
+        groups
+    }
+}
+
+/// True if `$n` is left in the statement: `Dialect::positional` could not
+/// make its placeholders anonymous, so it cannot share a query with others
+/// (SQLite would bind `$n` by number and the next statement's `?`s from
+/// the wrong offset).
+fn has_numbered_placeholder(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    bytes
+        .windows(2)
+        .any(|w| w[0] == b'$' && w[1].is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Script;
+    use crate::store::{Store, StoreConfig};
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&StoreConfig::new(url)).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        store
+    }
+
+    /// Each statement gets its own binds, rows and change count, whether
+    /// it shared a query with others or ran on its own.
+    #[tokio::test]
+    async fn statements_keep_their_own_binds_and_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let values: Vec<String> = (0..1200).map(|i| format!("v{i}")).collect();
+        let mut tx = store.begin().await.unwrap();
+        let mut script = Script::new(store.dialect);
+        let insert = script.insert_rows("INSERT INTO t (v)", 1, &values, "", |q, v| {
+            q.bind(v.clone())
+        });
+        let update = script.push("UPDATE t SET v = v || $1 WHERE id <= $2", |q| {
+            q.bind("!").bind(10_i64)
+        });
+        // `$1` twice: cannot be made anonymous, so it runs alone.
+        let reused = script.push(
+            "SELECT id FROM t WHERE v = $1 || '!' OR v = $1 ORDER BY id",
+            |q| q.bind("v3"),
+        );
+        let count = script.push("SELECT COUNT(*) AS n FROM t WHERE id > $1", |q| {
+            q.bind(1000_i64)
+        });
+        let done = script.run(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(done[insert].rows_affected, 1200);
+        assert_eq!(done[update].rows_affected, 10);
+        let ids: Vec<i64> = done[reused]
+            .rows
+            .iter()
+            .map(|r| sqlx::Row::get(r, "id"))
+            .collect();
+        assert_eq!(ids, vec![4]);
+        assert_eq!(sqlx::Row::get::<i64, _>(&done[count].rows[0], "n"), 200);
+    }
+
+    /// A failing statement stops the script, and the transaction it ran in
+    /// rolls back whole: the statements before it are not kept.
+    #[tokio::test]
+    async fn a_failing_statement_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let mut tx = store.begin().await.unwrap();
+        let mut script = Script::new(store.dialect);
+        script.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("a"));
+        script.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("a"));
+        script.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("b"));
+        let err = script.run(&mut tx).await.err().expect("unique violation");
+        assert!(err.is_unique_violation(), "{err}");
+        drop(tx);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
