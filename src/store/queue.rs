@@ -114,7 +114,7 @@ fn push_attempt<'a>(script: &mut Script<'a>, a: &'a AttemptRecord) {
 /// over a second.
 const STATE_UNINDEXED: &str = "(state || '')";
 
-/// One move of a batch's inquiries (see `move_batch_inquiries`).
+/// One move of a batch's inquiries (see `push_batch_move`).
 struct Move<'a> {
     from: InquiryState,
     to: InquiryState,
