@@ -536,49 +536,84 @@ async fn answer_loop(bank: Arc<Bank>, client: reqwest::Client, url: String, dela
             .body(body)
             .send()
             .await;
-        let ok =
-            match sent {
-                Ok(resp) if resp.status().is_success() => {
-                    let bytes = resp.bytes().await.unwrap_or_default();
-                    match iso20022::decode_answer_batch_receipt(&bytes) {
-                        Ok(r) => {
-                            for res in r.results.iter().filter(|r| {
-                                matches!(r.status, iso20022::AnswerStatus::Rejected { .. })
-                            }) {
-                                eprintln!(
-                                    "mock-bank {}: answer {} rejected: {:?}",
-                                    bank.code, res.inquiry_id, res.status
-                                );
-                            }
-                            true
+        // What to send again: everything if the batch failed as a whole,
+        // else the answers refused with TEMP ("try again later": the
+        // gateway filed nothing of them).
+        let again: Option<std::collections::HashSet<String>> = match sent {
+            Ok(resp) if resp.status().is_success() => {
+                let bytes = resp.bytes().await.unwrap_or_default();
+                match iso20022::decode_answer_batch_receipt(&bytes) {
+                    Ok(r) => {
+                        let (again, refused) = temporary_refusals(&r.results);
+                        for res in refused {
+                            eprintln!(
+                                "mock-bank {}: answer {} rejected: {:?}",
+                                bank.code, res.inquiry_id, res.status
+                            );
                         }
-                        Err(e) => {
-                            eprintln!("mock-bank {}: unreadable receipt: {e}", bank.code);
-                            false
-                        }
+                        Some(again)
+                    }
+                    Err(e) => {
+                        eprintln!("mock-bank {}: unreadable receipt: {e}", bank.code);
+                        None
                     }
                 }
-                Ok(resp) => {
-                    eprintln!(
-                        "mock-bank {}: gateway answered HTTP {}",
-                        bank.code,
-                        resp.status()
-                    );
-                    false
-                }
-                Err(e) => {
-                    eprintln!("mock-bank {}: cannot reach the gateway: {e}", bank.code);
-                    false
-                }
-            };
-        if ok {
+            }
+            Ok(resp) => {
+                eprintln!(
+                    "mock-bank {}: gateway answered HTTP {}",
+                    bank.code,
+                    resp.status()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("mock-bank {}: cannot reach the gateway: {e}", bank.code);
+                None
+            }
+        };
+        // Keep what is to be sent again and try later: nothing is dropped.
+        let kept: Vec<Pending> = match &again {
+            None => mine,
+            Some(again) => mine
+                .into_iter()
+                .filter(|p| again.contains(p.answer.answer.inquiry_id.as_str()))
+                .collect(),
+        };
+        if kept.is_empty() {
             backoff = delay;
         } else {
-            // Keep the answers and try again later: nothing is dropped.
-            bank.pending.lock().expect("lock").extend(mine);
+            eprintln!(
+                "mock-bank {}: sending {} answers again later",
+                bank.code,
+                kept.len()
+            );
+            bank.pending.lock().expect("lock").extend(kept);
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
+}
+
+/// The inquiries whose answers a receipt refused with TEMP, to be sent
+/// again, and the answers it refused for good.
+fn temporary_refusals(
+    results: &[iso20022::AnswerResult],
+) -> (
+    std::collections::HashSet<String>,
+    Vec<&iso20022::AnswerResult>,
+) {
+    let mut again = std::collections::HashSet::new();
+    let mut refused = Vec::new();
+    for res in results {
+        match &res.status {
+            iso20022::AnswerStatus::Rejected { reason_code, .. } if reason_code == "TEMP" => {
+                again.insert(res.inquiry_id.clone());
+            }
+            iso20022::AnswerStatus::Rejected { .. } => refused.push(res),
+            _ => {}
+        }
+    }
+    (again, refused)
 }
 
 /// Deterministic data: the same person at the same bank always gets the
@@ -753,4 +788,46 @@ pub async fn spawn(
         None
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temporary_refusals;
+    use crate::iso20022::{AnswerResult, AnswerStatus};
+
+    fn result(inquiry: &str, status: AnswerStatus) -> AnswerResult {
+        AnswerResult {
+            response_id: format!("R-{inquiry}"),
+            inquiry_id: inquiry.into(),
+            status,
+        }
+    }
+
+    /// "Try again later" keeps an answer for a resend; a refusal for good,
+    /// an acceptance or a duplicate ends it.
+    #[test]
+    fn only_temp_refusals_are_sent_again() {
+        let rejected = |code: &str| AnswerStatus::Rejected {
+            reason_code: code.into(),
+            reason_text: "x".into(),
+        };
+        let results = [
+            result("a", AnswerStatus::Accepted),
+            result("b", rejected("TEMP")),
+            result("c", AnswerStatus::Duplicate),
+            result("d", rejected("NOTF")),
+            result("e", rejected("TEMP")),
+        ];
+        let (again, refused) = temporary_refusals(&results);
+        let mut again: Vec<_> = again.into_iter().collect();
+        again.sort();
+        assert_eq!(again, ["b", "e"]);
+        assert_eq!(
+            refused
+                .iter()
+                .map(|r| r.inquiry_id.as_str())
+                .collect::<Vec<_>>(),
+            ["d"]
+        );
+    }
 }

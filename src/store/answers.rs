@@ -166,6 +166,17 @@ impl Store {
         if answers.is_empty() {
             return Ok(Vec::new());
         }
+        self.retrying(|| self.apply_answers_once(institution, answers, now, audit))
+            .await
+    }
+
+    async fn apply_answers_once(
+        &self,
+        institution: &InstitutionCode,
+        answers: &[Answer],
+        now: i64,
+        audit: Option<&AnswerAudit<'_>>,
+    ) -> Result<Vec<ApplyOutcome>> {
         let mut tx = self.begin().await?;
         let (mut targets, head) = self
             .answer_targets(&mut tx, answers, audit.is_some())

@@ -93,6 +93,13 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// A PostgreSQL deadlock or serialisation failure: the database rolled
+    /// the whole transaction back, and running it again is safe.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
 }
 
 impl From<DomainError> for StoreError {
@@ -302,6 +309,29 @@ impl Store {
 
     async fn begin(&self) -> Result<WriteTx> {
         self.writer.begin().await
+    }
+
+    /// Runs a write transaction again, a few times, when the database rolled
+    /// it back for a deadlock. On PostgreSQL the queue's transactions lock
+    /// inquiries in id order, but a batch being sealed by one gateway and
+    /// finished or answered on another can still meet in a cycle, and the
+    /// loser's work is not to be left to a lease expiry.
+    async fn retrying<T, F, Fut>(&self, mut transaction: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            match transaction().await {
+                Err(e) if e.is_transient() && tries < 3 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "transaction rolled back; running it again");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(tries))).await;
+                }
+                done => return done,
+            }
+        }
     }
 }
 

@@ -335,6 +335,18 @@ impl Store {
         payload: &[u8],
         now: i64,
     ) -> Result<()> {
+        self.retrying(|| self.create_batch_once(id, institution, inquiries, payload, now))
+            .await
+    }
+
+    async fn create_batch_once(
+        &self,
+        id: &BatchId,
+        institution: &InstitutionCode,
+        inquiries: &[InquiryId],
+        payload: &[u8],
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let mut write = Script::new(self.dialect);
         write.push(
@@ -356,6 +368,24 @@ impl Store {
         );
         let mut moves = Vec::new();
         for chunk in inquiries.chunks(super::ROWS_PER_STATEMENT) {
+            if self.dialect == Dialect::Postgres {
+                // In id order, as every other path that locks inquiries
+                // does: the update alone takes them in whatever order its
+                // plan visits them, and met a batch finishing on another
+                // gateway in a deadlock.
+                write.push(
+                    format!(
+                        "SELECT id FROM inquiries WHERE id IN ({}) ORDER BY id{}",
+                        placeholders(0, chunk.len()),
+                        self.dialect.for_update()
+                    ),
+                    move |query| {
+                        chunk
+                            .iter()
+                            .fold(query, |query, i| query.bind(i.as_str().to_owned()))
+                    },
+                );
+            }
             let update = write.push(
                 format!(
                     "UPDATE inquiries SET updated_at = $1, state = 'batched', batch_id = $2 \
@@ -582,6 +612,16 @@ impl Store {
     /// receipt or a clear refusal) — what the circuit breaker counts — as
     /// opposed to a transport failure or a 5xx.
     pub async fn finish_batch(
+        &self,
+        attempt: &AttemptRecord,
+        finish: &BatchFinish,
+        breaker: Option<(&BreakerPolicy, bool)>,
+    ) -> Result<()> {
+        self.retrying(|| self.finish_batch_once(attempt, finish, breaker))
+            .await
+    }
+
+    async fn finish_batch_once(
         &self,
         attempt: &AttemptRecord,
         finish: &BatchFinish,
