@@ -23,6 +23,9 @@ use sqlx::{Either, Executor};
 
 use super::{Dialect, Query, ROWS_PER_STATEMENT, Result, q, value_rows};
 
+/// The longest group of statements kept in the statement cache.
+const CACHED_GROUP_BYTES: usize = 4096;
+
 type Binder<'a> = Box<dyn FnOnce(Query) -> Query + Send + 'a>;
 
 /// One statement: SQL with `$1 … $n` placeholders and what binds them.
@@ -149,12 +152,13 @@ impl<'a> Script<'a> {
                 items.push(part.item);
             }
             // A statement alone stays in the connection's statement cache, as
-            // any query does. A group is prepared afresh each time: its text
-            // varies with the row counts of all its parts, so cached groups
-            // would rarely be reused, and each holds the compiled programs
-            // of several multi-row statements (the gateway's peak memory
-            // grew by 50 MB with them cached).
-            let persistent = binders.len() == 1;
+            // any query does, and so does a short group (fixed text, such as
+            // a claim's reads). A long group is prepared afresh each time:
+            // its text varies with the row counts of all its parts, so it
+            // would rarely be reused, and each cached one holds the compiled
+            // programs of several multi-row statements (the gateway's peak
+            // memory grew by 50 MB with them cached).
+            let persistent = binders.len() == 1 || sql.len() <= CACHED_GROUP_BYTES;
             let query = binders
                 .into_iter()
                 .fold(q(sql).persistent(persistent), |query, bind| bind(query));
