@@ -30,10 +30,13 @@ async fn closed_cases_are_purged_after_the_period(url: String) {
         .unwrap();
     let closing = crate::support::file_request_for(&store, 2, &["0001"]).await;
     let keeping = crate::support::file_request_for(&store, 1, &["0001"]).await;
-    seal_due_batches(&store, now_millis() + 1).await.unwrap();
+    // Claimed at the sealing instant or later: a claim within the same
+    // millisecond as the seal would find nothing due yet.
+    let sealed_at = now_millis() + 1;
+    seal_due_batches(&store, sealed_at).await.unwrap();
     let policy = BreakerPolicy::default();
     for b in store
-        .claim_due_batches(now_millis(), 60_000, 10, &policy)
+        .claim_due_batches(sealed_at.max(now_millis()), 60_000, 10, &policy)
         .await
         .unwrap()
     {

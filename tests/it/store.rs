@@ -88,8 +88,9 @@ async fn queue_flow(url: String) {
         "nothing left to seal"
     );
 
-    // max_in_flight = 1: one claim at a time.
-    let now = now_millis();
+    // max_in_flight = 1: one claim at a time. Not before the sealing
+    // instant, which can still be this millisecond.
+    let now = now_millis() + 1;
     let claimed = store
         .claim_due_batches(now, 1000, 10, &BreakerPolicy::default())
         .await
@@ -265,9 +266,17 @@ async fn claimed_batch(
     import_small_directory(&store).await;
     make_push(&store, bank, 10).await;
     let request = crate::support::file_request_for(&store, subjects, &[bank]).await;
-    seal_due_batches(&store, now_millis() + 1).await.unwrap();
+    // Claimed at the sealing instant or later: a claim within the same
+    // millisecond as the seal would find nothing due yet.
+    let sealed_at = now_millis() + 1;
+    seal_due_batches(&store, sealed_at).await.unwrap();
     let claimed = store
-        .claim_due_batches(now_millis(), 60_000, 10, &BreakerPolicy::default())
+        .claim_due_batches(
+            sealed_at.max(now_millis()),
+            60_000,
+            10,
+            &BreakerPolicy::default(),
+        )
         .await
         .unwrap();
     (store, request, claimed)
