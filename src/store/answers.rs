@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use super::cases::CaseRecord;
 use chrono::NaiveDate;
 
-use super::audit::AuditHead;
-use super::script::Script;
+use super::script::{Done, Script};
 use super::{
     Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, placeholders, q,
@@ -230,8 +229,7 @@ impl Store {
             let entries: Vec<AuditEntry> = audit
                 .map(|audit| filed.iter().map(|f| audit(f.answer, f.revision)).collect())
                 .unwrap_or_default();
-            let trail = head.map(|head| (head, entries.as_slice()));
-            self.file_answers(&mut tx, institution, &filed, now, trail)
+            self.file_answers(&mut tx, institution, &filed, now, head.as_ref(), &entries)
                 .await?;
         }
         tx.commit().await?;
@@ -240,14 +238,14 @@ impl Store {
 
     /// Reads (and on PostgreSQL locks, in id order, as batch finishing
     /// does, so the two cannot deadlock) every inquiry the answers name,
-    /// with the revisions already on file, and with `audited` the audit
-    /// chain's head, in one script.
+    /// with the revisions already on file, and with `audited` on SQLite the
+    /// audit chain's head (`read_audit_head_early`), in one script.
     async fn answer_targets(
         &self,
         tx: &mut super::WriteTx,
         answers: &[Answer],
         audited: bool,
-    ) -> Result<(HashMap<String, Target>, Option<AuditHead>)> {
+    ) -> Result<(HashMap<String, Target>, Option<Done>)> {
         let mut ids: Vec<&str> = answers.iter().map(|a| a.inquiry_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -271,9 +269,13 @@ impl Store {
                 )
             })
             .collect();
-        let head = audited.then(|| self.read_audit_head(&mut read));
-        let read = read.run(tx).await?;
-        let head = head.map(|h| AuditHead::from(&read[h])).transpose()?;
+        let head = if audited {
+            self.read_audit_head_early(&mut read)
+        } else {
+            None
+        };
+        let mut read = read.run(tx).await?;
+        let head = head.map(|h| std::mem::take(&mut read[h]));
         let mut targets = HashMap::with_capacity(ids.len());
         let mut answered = Vec::new();
         for row in chunks.into_iter().flat_map(|c| &read[c].rows) {
@@ -326,7 +328,7 @@ impl Store {
     /// Writes the accepted answers: revisions, accounts, transactions and
     /// other holdings, case-file entries, history, reopen alerts, feed
     /// events, the inquiries' new state, fenced on the revision read, and
-    /// the audit entries chained on from the head read with the targets.
+    /// the audit entries of `trail` (`run_audited`).
     /// Only the inserts whose generated ids the next rows need are round
     /// trips of their own; the rest is one script.
     async fn file_answers(
@@ -335,7 +337,8 @@ impl Store {
         institution: &InstitutionCode,
         filed: &[Filed<'_>],
         now: i64,
-        trail: Option<(AuditHead, &[AuditEntry])>,
+        early_head: Option<&Done>,
+        trail: &[AuditEntry],
     ) -> Result<()> {
         let rows = super::insert_rows(
             tx,
@@ -565,10 +568,7 @@ impl Store {
             )
         }));
         self.push_feed_events(&mut write, feed, now);
-        if let Some((head, entries)) = trail {
-            self.chain_audit(&mut write, head, entries);
-        }
-        let done = write.run(tx).await?;
+        let done = self.run_audited(tx, write, early_head, trail).await?;
         if fenced
             .iter()
             .any(|&(update, len)| done[update].rows_affected != len as u64)

@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 
 use super::script::{Done, Script};
-use super::{Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
+use super::{Dialect, Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
 use crate::domain::audit::{AuditAction, AuditEntry, ChainedEntry, chain_hash};
 
 #[derive(Debug, Clone, Default)]
@@ -45,13 +45,13 @@ const COLUMNS: &str =
     "seq, at, actor, role, office, action, target, case_id, purpose, legal_basis, prev_hash, hash";
 
 /// The chain's last number and hash, as read under the write lock.
-pub(super) struct AuditHead {
+struct AuditHead {
     seq: i64,
     hash: String,
 }
 
 impl AuditHead {
-    pub(super) fn from(read: &Done) -> Result<Self> {
+    fn from(read: &Done) -> Result<Self> {
         let row = read
             .rows
             .first()
@@ -91,11 +91,48 @@ impl Store {
         Ok(())
     }
 
+    /// Adds the read of the chain's head to the first script of a
+    /// transaction that will append to it, on SQLite: one round trip fewer,
+    /// and the write lock excludes every other writer anyway. Returns the
+    /// result's index for `run_audited`, or None on PostgreSQL, where the
+    /// head's row lock serialises every audited transaction and is taken
+    /// last, after the transaction's other writes.
+    pub(super) fn read_audit_head_early(&self, script: &mut Script<'_>) -> Option<usize> {
+        (self.dialect == Dialect::Sqlite).then(|| self.read_audit_head(script))
+    }
+
+    /// Runs `write` and appends `entries` to the trail in the same
+    /// transaction: chained on the head read early (`read_audit_head_early`)
+    /// in the same script, or else after it, reading and locking the head
+    /// then. Returns `write`'s results.
+    pub(super) async fn run_audited<'a>(
+        &self,
+        tx: &mut super::WriteTx,
+        mut write: Script<'a>,
+        early_head: Option<&Done>,
+        entries: &'a [AuditEntry],
+    ) -> Result<Vec<Done>> {
+        if entries.is_empty() {
+            return write.run(tx).await;
+        }
+        match early_head {
+            Some(head) => {
+                self.chain_audit(&mut write, AuditHead::from(head)?, entries);
+                write.run(tx).await
+            }
+            None => {
+                let done = write.run(tx).await?;
+                self.append_audit_in(tx, entries).await?;
+                Ok(done)
+            }
+        }
+    }
+
     /// Adds the read of the chain's head to a script of the transaction
     /// that will append to it; on PostgreSQL the row is locked, which
     /// serialises appenders. Returns the result's index for
     /// `AuditHead::from`.
-    pub(super) fn read_audit_head(&self, script: &mut Script<'_>) -> usize {
+    fn read_audit_head(&self, script: &mut Script<'_>) -> usize {
         script.push(
             format!(
                 "SELECT seq, hash FROM audit_head WHERE id = 1{}",
@@ -107,12 +144,7 @@ impl Store {
 
     /// Adds `entries`, chained on from `head`, and the head's move to the
     /// last of them, to a script of the transaction that read `head`.
-    pub(super) fn chain_audit<'a>(
-        &self,
-        script: &mut Script<'a>,
-        head: AuditHead,
-        entries: &'a [AuditEntry],
-    ) {
+    fn chain_audit<'a>(&self, script: &mut Script<'a>, head: AuditHead, entries: &'a [AuditEntry]) {
         if entries.is_empty() {
             return;
         }

@@ -3,7 +3,6 @@
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
 
-use super::audit::AuditHead;
 use super::script::Script;
 use super::{
     Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
@@ -230,12 +229,15 @@ impl Store {
         let (case, actor, audit) = (c.case, c.actor, c.audit);
         let now = now_millis();
         let mut tx = self.begin().await?;
+        let mut read = Script::new(self.dialect);
         let head = if audit.is_empty() {
             None
         } else {
-            let mut read = Script::new(self.dialect);
-            let head = self.read_audit_head(&mut read);
-            Some(AuditHead::from(&read.run(&mut tx).await?[head])?)
+            self.read_audit_head_early(&mut read)
+        };
+        let read = match head {
+            Some(_) => read.run(&mut tx).await?,
+            None => Vec::new(),
         };
         let mut write = Script::new(self.dialect);
         write.push(
@@ -288,10 +290,8 @@ impl Store {
                     )
             },
         );
-        if let Some(head) = head {
-            self.chain_audit(&mut write, head, audit);
-        }
-        write.run(&mut tx).await?;
+        self.run_audited(&mut tx, write, head.map(|h| &read[h]), audit)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -392,7 +392,11 @@ impl Store {
                 move |query| query.bind(actor.to_owned()).bind(key.to_owned()),
             )
         });
-        let head = (!audit.is_empty()).then(|| self.read_audit_head(&mut read));
+        let head = if audit.is_empty() {
+            None
+        } else {
+            self.read_audit_head_early(&mut read)
+        };
         let read = read.run(&mut tx).await?;
         match read[case].rows.first() {
             None => return Err(StoreError::NotFound(format!("case {}", request.case_id))),
@@ -470,10 +474,8 @@ impl Store {
                     .bind(InquiryState::Queued.as_str())
             },
         );
-        if let Some(head) = head {
-            self.chain_audit(&mut write, AuditHead::from(&read[head])?, audit);
-        }
-        write.run(&mut tx).await?;
+        self.run_audited(&mut tx, write, head.map(|h| &read[h]), audit)
+            .await?;
         tx.commit().await?;
         let today = jst_date(now);
         let mut inquiries: Vec<InquiryView> = request
