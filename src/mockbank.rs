@@ -606,7 +606,9 @@ fn temporary_refusals(
     let mut refused = Vec::new();
     for res in results {
         match &res.status {
-            iso20022::AnswerStatus::Rejected { reason_code, .. } if reason_code == "TEMP" => {
+            iso20022::AnswerStatus::Rejected { reason_code, .. }
+                if reason_code == iso20022::TRY_AGAIN_LATER =>
+            {
                 again.insert(res.inquiry_id.clone());
             }
             iso20022::AnswerStatus::Rejected { .. } => refused.push(res),
@@ -793,7 +795,7 @@ pub async fn spawn(
 #[cfg(test)]
 mod tests {
     use super::temporary_refusals;
-    use crate::iso20022::{AnswerResult, AnswerStatus};
+    use crate::iso20022::{AnswerResult, AnswerStatus, TRY_AGAIN_LATER};
 
     fn result(inquiry: &str, status: AnswerStatus) -> AnswerResult {
         AnswerResult {
@@ -813,10 +815,10 @@ mod tests {
         };
         let results = [
             result("a", AnswerStatus::Accepted),
-            result("b", rejected("TEMP")),
+            result("b", rejected(TRY_AGAIN_LATER)),
             result("c", AnswerStatus::Duplicate),
             result("d", rejected("NOTF")),
-            result("e", rejected("TEMP")),
+            result("e", rejected(TRY_AGAIN_LATER)),
         ];
         let (again, refused) = temporary_refusals(&results);
         let mut again: Vec<_> = again.into_iter().collect();

@@ -78,7 +78,7 @@ async fn institution(req: &HttpRequest, state: &AppState) -> Result<InstitutionC
             Err(refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "",
-                "TEMP",
+                iso20022::TRY_AGAIN_LATER,
                 "try again later",
             ))
         }
@@ -141,7 +141,7 @@ async fn post_answers(
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "",
-                "TEMP",
+                iso20022::TRY_AGAIN_LATER,
                 "try again later",
             );
         }
@@ -197,7 +197,7 @@ async fn post_answers(
                         reason_text: format!("{code}: {reason}"),
                     },
                     None => AnswerStatus::Rejected {
-                        reason_code: "TEMP".into(),
+                        reason_code: iso20022::TRY_AGAIN_LATER.into(),
                         reason_text: "try again later".into(),
                     },
                 };
@@ -273,7 +273,7 @@ async fn list_batches(
             refuse_batch(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "",
-                "TEMP",
+                iso20022::TRY_AGAIN_LATER,
                 "try again later",
             )
         }
@@ -317,7 +317,7 @@ fn try_later(id: &str) -> HttpResponse {
     refuse_batch(
         StatusCode::SERVICE_UNAVAILABLE,
         id,
-        "TEMP",
+        iso20022::TRY_AGAIN_LATER,
         "try again later",
     )
 }

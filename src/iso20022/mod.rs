@@ -850,6 +850,9 @@ pub struct AnswerBatchReceipt {
     pub results: Vec<AnswerResult>,
 }
 
+/// The receipts' reason code for "nothing was filed; send it again later".
+pub const TRY_AGAIN_LATER: &str = "TEMP";
+
 /// Maps our machine codes to the receipts' 4-character reason codes.
 pub fn answer_reason_code(code: &str) -> &'static str {
     match code {

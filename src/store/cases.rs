@@ -235,10 +235,8 @@ impl Store {
         } else {
             self.read_audit_head_early(&mut read)
         };
-        let read = match head {
-            Some(_) => read.run(&mut tx).await?,
-            None => Vec::new(),
-        };
+        // Empty on PostgreSQL or without audit entries: no round trip.
+        let read = read.run(&mut tx).await?;
         let mut write = Script::new(self.dialect);
         write.push(
             "INSERT INTO cases (id, office, case_number, created_by, created_at, form_key) \
@@ -377,7 +375,7 @@ impl Store {
         // What decides whether the request is written, read in one go: the
         // case (with the lock close_case takes, so it cannot close between
         // this check and the insert), an earlier use of the idempotency key,
-        // and the audit chain's head.
+        // and on SQLite the audit chain's head.
         let mut read = Script::new(self.dialect);
         let case = read.push(
             format!(

@@ -290,8 +290,8 @@ impl Store {
         self.dialect
     }
 
-    /// Seconds the SQLite writer connection has been checked out since the
-    /// store opened (the write lock's busy time); None on PostgreSQL.
+    /// Seconds the SQLite write connection has spent in transactions since
+    /// the store opened (the write lock's busy time); None on PostgreSQL.
     pub fn writer_held_seconds(&self) -> Option<f64> {
         self.writer.held_seconds()
     }

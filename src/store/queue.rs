@@ -400,7 +400,7 @@ impl Store {
                         })
                 },
             );
-            moves.push((update, chunk.len()));
+            moves.push(update);
             push_events(
                 &mut write,
                 chunk,
@@ -416,7 +416,7 @@ impl Store {
         // goes with the rollback.
         let moved: usize = moves
             .iter()
-            .map(|&(update, _)| done[update].rows_affected as usize)
+            .map(|&update| done[update].rows_affected as usize)
             .sum();
         if moved != inquiries.len() {
             tx.rollback().await?;
@@ -639,8 +639,7 @@ impl Store {
         let finished = first.push(
             "UPDATE batches SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
              last_error = $3, acknowledged_at = $4, claim_token = NULL, lease_until = NULL, \
-             updated_at = $5 WHERE id = $6 AND claim_token = $7 AND state = 'in_flight' \
-             RETURNING institution_code",
+             updated_at = $5 WHERE id = $6 AND claim_token = $7 AND state = 'in_flight'",
             move |query| {
                 query
                     .bind(state.as_str())
@@ -665,7 +664,7 @@ impl Store {
             )
         });
         let done = first.run(&mut tx).await?;
-        if done[finished].rows.is_empty() {
+        if done[finished].rows_affected == 0 {
             // Keep the attempt row: the try happened, only its verdict is void.
             tx.commit().await?;
             return Err(StoreError::LostLease(id.to_string()));

@@ -2,11 +2,9 @@
 //!
 //! On SQLite every statement is a round trip between the caller's task and
 //! the connection's worker thread, and the write lock stays held while the
-//! caller's task waits to be polled again: with a dozen statements per
-//! transaction, those waits were about a third of the time the lock was
-//! held (BENCHMARKS.md). A script goes to the worker as one multi-statement
-//! query, one round trip, and still reports each statement's own rows and
-//! change count. On PostgreSQL the extended protocol takes one statement per
+//! caller's task waits to be polled again. A script goes to the worker as
+//! one multi-statement query, one round trip, and still reports each
+//! statement's own rows and change count. On PostgreSQL the extended protocol takes one statement per
 //! message, so a script runs its statements one after another, exactly as
 //! separate calls would.
 //!

@@ -27,7 +27,10 @@ const TURN_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) enum Writer {
     Sqlite {
         lane: Arc<Mutex<Lane>>,
-        held: Arc<HeldTime>,
+        /// Nanoseconds the lane has been held in transactions: the time the
+        /// process holds the database's write lock (the bench prints its
+        /// share of a run; `/metrics` exports it).
+        held_ns: Arc<AtomicU64>,
     },
     Postgres(AnyPool),
 }
@@ -48,22 +51,22 @@ impl Writer {
                 conn: Some(conn),
                 rollback_first: false,
             })),
-            held: Arc::new(HeldTime::default()),
+            held_ns: Arc::default(),
         }
     }
 
     pub async fn begin(&self) -> Result<WriteTx> {
-        let (lane, held) = match self {
+        let (lane, held_ns) = match self {
             Self::Postgres(pool) => return Ok(WriteTx::Postgres(pool.begin().await?)),
-            Self::Sqlite { lane, held } => (lane, held),
+            Self::Sqlite { lane, held_ns } => (lane, held_ns),
         };
         let guard = tokio::time::timeout(TURN_TIMEOUT, lane.clone().lock_owned())
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
-        held.acquired();
         let mut tx = LaneTx {
             guard: Some(guard),
-            held: held.clone(),
+            acquired_at: Instant::now(),
+            held_ns: held_ns.clone(),
             open: false,
         };
         tx.lane().roll_back_if_left_open().await;
@@ -79,7 +82,7 @@ impl Writer {
     /// Seconds the SQLite write connection has been in a transaction.
     pub fn held_seconds(&self) -> Option<f64> {
         match self {
-            Self::Sqlite { held, .. } => Some(held.total_ns.load(Ordering::Relaxed) as f64 / 1e9),
+            Self::Sqlite { held_ns, .. } => Some(held_ns.load(Ordering::Relaxed) as f64 / 1e9),
             Self::Postgres(_) => None,
         }
     }
@@ -158,7 +161,8 @@ impl Lane {
 pub(super) struct LaneTx {
     /// Always present until dropped.
     guard: Option<OwnedMutexGuard<Lane>>,
-    held: Arc<HeldTime>,
+    acquired_at: Instant,
+    held_ns: Arc<AtomicU64>,
     open: bool,
 }
 
@@ -186,9 +190,12 @@ impl Drop for LaneTx {
         let Some(mut guard) = self.guard.take() else {
             return;
         };
-        let held = self.held.clone();
+        let (acquired_at, held_ns) = (self.acquired_at, self.held_ns.clone());
+        let released = move || {
+            held_ns.fetch_add(acquired_at.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        };
         if !self.open {
-            held.released();
+            released();
             return;
         }
         // The write lock stays taken until the rollback: do it now, not
@@ -197,33 +204,10 @@ impl Drop for LaneTx {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 guard.roll_back_if_left_open().await;
-                held.released();
+                released();
             });
         } else {
-            held.released();
-        }
-    }
-}
-
-/// Time the SQLite write connection spends in transactions: the time the
-/// process holds the database's write lock. It tells a writer that is busy
-/// executing from one waiting for its caller between statements (the bench
-/// prints it next to the throughput).
-#[derive(Default)]
-pub(super) struct HeldTime {
-    since: std::sync::Mutex<Option<Instant>>,
-    total_ns: AtomicU64,
-}
-
-impl HeldTime {
-    fn acquired(&self) {
-        *self.since.lock().expect("held-time lock") = Some(Instant::now());
-    }
-
-    fn released(&self) {
-        if let Some(since) = self.since.lock().expect("held-time lock").take() {
-            self.total_ns
-                .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            released();
         }
     }
 }
