@@ -176,10 +176,7 @@ impl Store {
         now: i64,
         audit: Option<&AnswerAudit<'_>>,
     ) -> Result<Vec<ApplyOutcome>> {
-        let mut tx = self.begin().await?;
-        let (mut targets, head) = self
-            .answer_targets(&mut tx, answers, audit.is_some())
-            .await?;
+        let (mut tx, mut targets, head) = self.answer_targets(answers, audit.is_some()).await?;
         let mut outcomes = Vec::with_capacity(answers.len());
         let mut filed: Vec<Filed<'_>> = Vec::new();
         for answer in answers {
@@ -242,10 +239,9 @@ impl Store {
     /// audit chain's head (`read_audit_head_early`), in one script.
     async fn answer_targets(
         &self,
-        tx: &mut super::WriteTx,
         answers: &[Answer],
         audited: bool,
-    ) -> Result<(HashMap<String, Target>, Option<Done>)> {
+    ) -> Result<(super::WriteTx, HashMap<String, Target>, Option<Done>)> {
         let mut ids: Vec<&str> = answers.iter().map(|a| a.inquiry_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -274,7 +270,7 @@ impl Store {
         } else {
             None
         };
-        let mut read = read.run(tx).await?;
+        let (mut tx, mut read) = self.begin_with(read).await?;
         let head = head.map(|h| std::mem::take(&mut read[h]));
         let mut targets = HashMap::with_capacity(ids.len());
         let mut answered = Vec::new();
@@ -312,7 +308,7 @@ impl Store {
             for id in chunk {
                 query = query.bind(id.clone());
             }
-            for row in query.fetch_all(&mut **tx).await? {
+            for row in query.fetch_all(&mut *tx).await? {
                 if let Some(t) = targets.get_mut(&get_str(&row, "inquiry_id")?) {
                     t.on_file.stored.push(StoredRevision {
                         revision: get_i64(&row, "revision")?,
@@ -322,7 +318,7 @@ impl Store {
                 }
             }
         }
-        Ok((targets, head))
+        Ok((tx, targets, head))
     }
 
     /// Writes the accepted answers: revisions, accounts, transactions and

@@ -121,6 +121,8 @@ impl Store {
                 write.run(tx).await
             }
             None => {
+                // The trail comes after: the caller's commit ends it.
+                write.keep_open();
                 let done = write.run(tx).await?;
                 self.append_audit_in(tx, entries).await?;
                 Ok(done)

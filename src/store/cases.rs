@@ -228,15 +228,14 @@ impl Store {
     pub async fn insert_case_with(&self, c: &CaseInsert<'_>) -> Result<()> {
         let (case, actor, audit) = (c.case, c.actor, c.audit);
         let now = now_millis();
-        let mut tx = self.begin().await?;
         let mut read = Script::new(self.dialect);
         let head = if audit.is_empty() {
             None
         } else {
             self.read_audit_head_early(&mut read)
         };
-        // Empty on PostgreSQL or without audit entries: no round trip.
-        let read = read.run(&mut tx).await?;
+        // Empty on PostgreSQL or without audit entries: just the BEGIN.
+        let (mut tx, read) = self.begin_with(read).await?;
         let mut write = Script::new(self.dialect);
         write.push(
             "INSERT INTO cases (id, office, case_number, created_by, created_at, form_key) \
@@ -288,6 +287,7 @@ impl Store {
                     )
             },
         );
+        write.then_commit();
         self.run_audited(&mut tx, write, head.map(|h| &read[h]), audit)
             .await?;
         tx.commit().await?;
@@ -371,7 +371,6 @@ impl Store {
         audit: &[AuditEntry],
     ) -> Result<RequestInsert> {
         let now = now_millis();
-        let mut tx = self.begin().await?;
         // What decides whether the request is written, read in one go: the
         // case (with the lock close_case takes, so it cannot close between
         // this check and the insert), an earlier use of the idempotency key,
@@ -395,7 +394,7 @@ impl Store {
         } else {
             self.read_audit_head_early(&mut read)
         };
-        let read = read.run(&mut tx).await?;
+        let (mut tx, read) = self.begin_with(read).await?;
         match read[case].rows.first() {
             None => return Err(StoreError::NotFound(format!("case {}", request.case_id))),
             Some(row) if get_opt_i64(row, "closed_at")?.is_some() => {
@@ -472,6 +471,7 @@ impl Store {
                     .bind(InquiryState::Queued.as_str())
             },
         );
+        write.then_commit();
         self.run_audited(&mut tx, write, head.map(|h| &read[h]), audit)
             .await?;
         tx.commit().await?;

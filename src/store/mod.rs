@@ -22,7 +22,7 @@ mod retention;
 mod script;
 mod writer;
 
-use script::Script;
+use script::{Done, Script};
 use writer::{WriteTx, Writer};
 
 use std::str::FromStr;
@@ -309,6 +309,15 @@ impl Store {
 
     async fn begin(&self) -> Result<WriteTx> {
         self.writer.begin().await
+    }
+
+    /// Begins a write transaction and runs its first script; on SQLite the
+    /// BEGIN goes with the script's statements, one round trip fewer.
+    async fn begin_with(&self, mut first: Script<'_>) -> Result<(WriteTx, Vec<Done>)> {
+        let mut tx = self.writer.take_turn().await?;
+        first.begin_first();
+        let done = first.run(&mut tx).await?;
+        Ok((tx, done))
     }
 
     /// Runs a write transaction again, a few times, when the database rolled

@@ -347,7 +347,6 @@ impl Store {
         payload: &[u8],
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.begin().await?;
         let mut write = Script::new(self.dialect);
         write.push(
             "INSERT INTO batches (id, institution_code, state, inquiry_count, next_attempt_at, \
@@ -410,7 +409,7 @@ impl Store {
                 Some(id.as_str()),
             );
         }
-        let done = write.run(&mut tx).await?;
+        let (tx, done) = self.begin_with(write).await?;
         // All or nothing, so the ids asked for are the ids moved: no need to
         // have them sent back. The history written for ids that did not move
         // goes with the rollback.
@@ -472,7 +471,6 @@ impl Store {
         room: i64,
         breaker: &BreakerPolicy,
     ) -> Result<Vec<ClaimedBatch>> {
-        let mut tx = self.begin().await?;
         // Locking the institution row serialises claimers of one institution
         // on PostgreSQL, so two gateways cannot both fill its last slot. The
         // count of its batches in flight comes back in the same round trip.
@@ -491,7 +489,7 @@ impl Store {
              WHERE institution_code = $1 AND state = 'in_flight' AND lease_until >= $2",
             |query| query.bind(code.to_owned()).bind(now),
         );
-        let mut read = read.run(&mut tx).await?;
+        let (mut tx, mut read) = self.begin_with(read).await?;
         let Some(inst) = read[inst].rows.pop() else {
             return Ok(Vec::new());
         };
@@ -567,6 +565,9 @@ impl Store {
                 (updated, payload)
             })
             .collect();
+        if !probing {
+            claim.then_commit();
+        }
         let done = claim.run(&mut tx).await?;
         let mut claimed = Vec::with_capacity(due.len());
         for ((id, token), (updated, payload)) in due.into_iter().zip(steps) {
@@ -633,7 +634,6 @@ impl Store {
             BatchFinish::RetryAt { at, error } => (BatchState::RetryWait, Some(*at), Some(error)),
             BatchFinish::Dead { reason } => (BatchState::Dead, None, Some(reason)),
         };
-        let mut tx = self.begin().await?;
         let mut first = Script::new(self.dialect);
         push_attempt(&mut first, attempt);
         let finished = first.push(
@@ -663,7 +663,7 @@ impl Store {
                 move |query| query.bind(id.as_str().to_owned()),
             )
         });
-        let done = first.run(&mut tx).await?;
+        let (mut tx, done) = self.begin_with(first).await?;
         if done[finished].rows_affected == 0 {
             // Keep the attempt row: the try happened, only its verdict is void.
             tx.commit().await?;
@@ -708,6 +708,7 @@ impl Store {
             };
             self.push_batch_move(&mut second, id, m, now);
         }
+        second.then_commit();
         second.run(&mut tx).await?;
         tx.commit().await?;
         Ok(())

@@ -31,8 +31,9 @@ struct Part<'a> {
     sql: String,
     bind: Binder<'a>,
     /// Which `push`/`insert_rows` call the statement came from: a long
-    /// insert is several statements but one result.
-    item: usize,
+    /// insert is several statements but one result. None for the
+    /// transaction's own BEGIN or COMMIT, carried along on SQLite.
+    item: Option<usize>,
 }
 
 /// What one `push` or `insert_rows` did.
@@ -46,6 +47,10 @@ pub(super) struct Script<'a> {
     dialect: Dialect,
     parts: Vec<Part<'a>>,
     items: usize,
+    /// Whether the script opens its transaction (`Store::begin_with`).
+    begins: bool,
+    /// Whether the script ends its transaction (`then_commit`).
+    commits: bool,
 }
 
 impl<'a> Script<'a> {
@@ -54,7 +59,29 @@ impl<'a> Script<'a> {
             dialect,
             parts: Vec::new(),
             items: 0,
+            begins: false,
+            commits: false,
         }
+    }
+
+    /// Commits the transaction with the script's last statements, on
+    /// SQLite: one round trip fewer. Only for the last script of a
+    /// transaction whose results need no checking. The caller still ends
+    /// with `commit`, which then has nothing left to do (on PostgreSQL it
+    /// commits).
+    pub fn then_commit(&mut self) {
+        self.commits = true;
+    }
+
+    /// Undoes `then_commit`: more statements are to follow.
+    pub fn keep_open(&mut self) {
+        self.commits = false;
+    }
+
+    /// Opens the transaction with the script's first statements
+    /// (`Store::begin_with`, on SQLite).
+    pub(super) fn begin_first(&mut self) {
+        self.begins = true;
     }
 
     /// Adds a statement and returns the index of its result. Its
@@ -69,7 +96,7 @@ impl<'a> Script<'a> {
         self.parts.push(Part {
             sql: sql.into(),
             bind: Box::new(bind),
-            item,
+            item: Some(item),
         });
         item
     }
@@ -121,7 +148,7 @@ impl<'a> Script<'a> {
             self.parts.push(Part {
                 sql: format!("{sql} VALUES {}{tail}", value_rows(0, end - start, width)),
                 bind: binder(start..end),
-                item,
+                item: Some(item),
             });
         }
         item
@@ -135,8 +162,17 @@ impl<'a> Script<'a> {
     /// Runs the statements in order inside `tx` and returns one result per
     /// item. The first failure stops the script and is returned; the
     /// caller's transaction then rolls back as with any failed statement.
-    pub async fn run(self, tx: &mut super::WriteTx) -> Result<Vec<Done>> {
+    pub async fn run(mut self, tx: &mut super::WriteTx) -> Result<Vec<Done>> {
         let mut done: Vec<Done> = (0..self.items).map(|_| Done::default()).collect();
+        // On PostgreSQL the statements go one by one anyway: BEGIN and
+        // COMMIT stay the caller's.
+        let commits = self.commits && self.dialect == Dialect::Sqlite;
+        if self.begins && self.dialect == Dialect::Sqlite {
+            self.parts.insert(0, control("BEGIN IMMEDIATE"));
+        }
+        if commits {
+            self.parts.push(control("COMMIT"));
+        }
         for group in self.groups() {
             let mut sql = String::new();
             let mut binders = Vec::with_capacity(group.len());
@@ -167,13 +203,18 @@ impl<'a> Script<'a> {
                 match step {
                     Either::Right(row) => rows.push(row),
                     Either::Left(result) => {
-                        let d = &mut done[items[statement]];
-                        d.rows.append(&mut rows);
-                        d.rows_affected += result.rows_affected();
+                        if let Some(item) = items[statement] {
+                            let d = &mut done[item];
+                            d.rows.append(&mut rows);
+                            d.rows_affected += result.rows_affected();
+                        }
                         statement += 1;
                     }
                 }
             }
+        }
+        if commits {
+            tx.committed_by_script();
         }
         Ok(done)
     }
@@ -197,6 +238,15 @@ impl<'a> Script<'a> {
             open = shareable;
         }
         groups
+    }
+}
+
+/// The transaction's own BEGIN or COMMIT as a statement of a script.
+fn control<'a>(sql: &'static str) -> Part<'a> {
+    Part {
+        sql: sql.to_owned(),
+        bind: Box::new(|query| query),
+        item: None,
     }
 }
 
@@ -262,6 +312,51 @@ mod tests {
             .collect();
         assert_eq!(ids, vec![4]);
         assert_eq!(sqlx::Row::get::<i64, _>(&done[count].rows[0], "n"), 200);
+    }
+
+    /// A script can carry its transaction's BEGIN and COMMIT: what it wrote
+    /// is committed once it returns, and the caller's `commit` finds nothing
+    /// left to do. One that fails, COMMIT and all, keeps nothing.
+    #[tokio::test]
+    async fn a_script_can_begin_and_commit_its_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM t")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+        let mut first = Script::new(store.dialect);
+        let read = first.push("SELECT COUNT(*) AS n FROM t", |q| q);
+        let (mut tx, done) = store.begin_with(first).await.unwrap();
+        assert_eq!(sqlx::Row::get::<i64, _>(&done[read].rows[0], "n"), 0);
+        let mut last = Script::new(store.dialect);
+        let insert = last.insert_rows("INSERT INTO t (v)", 1, &["a", "b"], "", |q, v| q.bind(*v));
+        last.then_commit();
+        let done = last.run(&mut tx).await.unwrap();
+        assert_eq!(done[insert].rows_affected, 2);
+        // Committed before the caller's commit, which is a no-op.
+        assert_eq!(count().await, 2);
+        tx.commit().await.unwrap();
+        assert_eq!(count().await, 2);
+
+        let (mut tx, _) = store.begin_with(Script::new(store.dialect)).await.unwrap();
+        let mut failing = Script::new(store.dialect);
+        failing.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("c"));
+        failing.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("a"));
+        failing.then_commit();
+        let err = failing.run(&mut tx).await.err().expect("unique violation");
+        assert!(err.is_unique_violation(), "{err}");
+        drop(tx);
+        // The next writer finds the lane rolled back and free.
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (v) VALUES ('d')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count().await, 3);
     }
 
     /// A failing statement stops the script, and the transaction it ran in

@@ -56,6 +56,17 @@ impl Writer {
     }
 
     pub async fn begin(&self) -> Result<WriteTx> {
+        let mut tx = self.take_turn().await?;
+        if let WriteTx::Sqlite(lane) = &mut tx {
+            sqlx::query("BEGIN IMMEDIATE").execute(lane.conn()?).await?;
+        }
+        Ok(tx)
+    }
+
+    /// A transaction whose BEGIN is still to be sent, on SQLite: the caller
+    /// sends it with its first statements (`Store::begin_with`). On
+    /// PostgreSQL, begun.
+    pub async fn take_turn(&self) -> Result<WriteTx> {
         let (lane, held_ns) = match self {
             Self::Postgres(pool) => return Ok(WriteTx::Postgres(pool.begin().await?)),
             Self::Sqlite { lane, held_ns } => (lane, held_ns),
@@ -70,12 +81,11 @@ impl Writer {
             open: false,
         };
         tx.lane().roll_back_if_left_open().await;
-        // IMMEDIATE takes the write lock now, so a writer in another process
-        // queues on the busy timeout instead of failing on upgrade. Open
-        // before the await: a BEGIN cancelled half-way is rolled back by
-        // the next writer.
+        // BEGIN IMMEDIATE, whoever sends it, takes the write lock at once,
+        // so a writer in another process queues on the busy timeout instead
+        // of failing on upgrade. Open before it is sent: a BEGIN cancelled
+        // half-way is rolled back by the next writer.
         tx.open = true;
-        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()?).await?;
         Ok(WriteTx::Sqlite(tx))
     }
 
@@ -109,8 +119,17 @@ pub(super) enum WriteTx {
 impl WriteTx {
     pub async fn commit(self) -> Result<()> {
         match self {
+            // Already committed by its last script (`Script::then_commit`).
+            Self::Sqlite(tx) if !tx.open => Ok(()),
             Self::Sqlite(mut tx) => tx.end("COMMIT").await,
             Self::Postgres(tx) => Ok(tx.commit().await?),
+        }
+    }
+
+    /// A script's own COMMIT went through (SQLite).
+    pub(super) fn committed_by_script(&mut self) {
+        if let Self::Sqlite(tx) = self {
+            tx.open = false;
         }
     }
 
