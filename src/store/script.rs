@@ -163,6 +163,7 @@ impl<'a> Script<'a> {
     /// item. The first failure stops the script and is returned; the
     /// caller's transaction then rolls back as with any failed statement.
     pub async fn run(mut self, tx: &mut super::WriteTx) -> Result<Vec<Done>> {
+        debug_assert!(tx.is_open(), "a script after its transaction's COMMIT");
         let mut done: Vec<Done> = (0..self.items).map(|_| Done::default()).collect();
         // On PostgreSQL the statements go one by one anyway: BEGIN and
         // COMMIT stay the caller's.
@@ -269,13 +270,27 @@ mod tests {
     async fn store(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = Store::open(&StoreConfig::new(url)).await.unwrap();
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        write(
+            &store,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)",
+        )
+        .await;
         store
+    }
+
+    /// One statement in a write transaction of its own.
+    async fn write(store: &Store, sql: &'static str) {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// The rows of `t` that other connections see: what is committed.
+    async fn committed_rows(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
     }
 
     /// Each statement gets its own binds, rows and change count, whether
@@ -321,12 +336,6 @@ mod tests {
     async fn a_script_can_begin_and_commit_its_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        let count = || async {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM t")
-                .fetch_one(&store.pool)
-                .await
-                .unwrap()
-        };
         let mut first = Script::new(store.dialect);
         let read = first.push("SELECT COUNT(*) AS n FROM t", |q| q);
         let (mut tx, done) = store.begin_with(first).await.unwrap();
@@ -337,9 +346,9 @@ mod tests {
         let done = last.run(&mut tx).await.unwrap();
         assert_eq!(done[insert].rows_affected, 2);
         // Committed before the caller's commit, which is a no-op.
-        assert_eq!(count().await, 2);
+        assert_eq!(committed_rows(&store).await, 2);
         tx.commit().await.unwrap();
-        assert_eq!(count().await, 2);
+        assert_eq!(committed_rows(&store).await, 2);
 
         let (mut tx, _) = store.begin_with(Script::new(store.dialect)).await.unwrap();
         let mut failing = Script::new(store.dialect);
@@ -350,13 +359,8 @@ mod tests {
         assert!(err.is_unique_violation(), "{err}");
         drop(tx);
         // The next writer finds the lane rolled back and free.
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query("INSERT INTO t (v) VALUES ('d')")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(count().await, 3);
+        write(&store, "INSERT INTO t (v) VALUES ('d')").await;
+        assert_eq!(committed_rows(&store).await, 3);
     }
 
     /// A failing statement stops the script, and the transaction it ran in
@@ -373,10 +377,6 @@ mod tests {
         let err = script.run(&mut tx).await.err().expect("unique violation");
         assert!(err.is_unique_violation(), "{err}");
         drop(tx);
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(committed_rows(&store).await, 0);
     }
 }

@@ -126,6 +126,15 @@ impl WriteTx {
         }
     }
 
+    /// False once a script's own COMMIT went through (SQLite): statements
+    /// run after it would each commit on their own.
+    pub(super) fn is_open(&self) -> bool {
+        match self {
+            Self::Sqlite(tx) => tx.open,
+            Self::Postgres(_) => true,
+        }
+    }
+
     /// A script's own COMMIT went through (SQLite).
     pub(super) fn committed_by_script(&mut self) {
         if let Self::Sqlite(tx) = self {
