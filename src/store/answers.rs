@@ -112,6 +112,17 @@ struct Target {
     on_file: AnswerTarget,
 }
 
+/// What an answer batch's first script read under the write lock, beside
+/// its targets: the audit chain's head (`read_audit_head_early`) and where
+/// the new answers' and accounts' ids start (`Store::read_id_floor`), each
+/// on SQLite only.
+#[derive(Default)]
+struct EarlyReads {
+    audit_head: Option<Done>,
+    answer_ids: Option<Done>,
+    account_ids: Option<Done>,
+}
+
 /// An answer accepted for filing.
 struct Filed<'a> {
     answer: &'a Answer,
@@ -176,7 +187,7 @@ impl Store {
         now: i64,
         audit: Option<&AnswerAudit<'_>>,
     ) -> Result<Vec<ApplyOutcome>> {
-        let (mut tx, mut targets, head) = self.answer_targets(answers, audit.is_some()).await?;
+        let (mut tx, mut targets, early) = self.answer_targets(answers, audit.is_some()).await?;
         let mut outcomes = Vec::with_capacity(answers.len());
         let mut filed: Vec<Filed<'_>> = Vec::new();
         for answer in answers {
@@ -226,7 +237,7 @@ impl Store {
             let entries: Vec<AuditEntry> = audit
                 .map(|audit| filed.iter().map(|f| audit(f.answer, f.revision)).collect())
                 .unwrap_or_default();
-            self.file_answers(&mut tx, institution, &filed, now, head.as_ref(), &entries)
+            self.file_answers(&mut tx, institution, &filed, now, &early, &entries)
                 .await?;
         }
         tx.commit().await?;
@@ -235,13 +246,13 @@ impl Store {
 
     /// Reads (and on PostgreSQL locks, in id order, as batch finishing
     /// does, so the two cannot deadlock) every inquiry the answers name,
-    /// with the revisions already on file, and with `audited` on SQLite the
-    /// audit chain's head (`read_audit_head_early`), in one script.
+    /// with the revisions already on file, and the `EarlyReads`, in one
+    /// script (the audit head only when `audited`).
     async fn answer_targets(
         &self,
         answers: &[Answer],
         audited: bool,
-    ) -> Result<(super::WriteTx, HashMap<String, Target>, Option<Done>)> {
+    ) -> Result<(super::WriteTx, HashMap<String, Target>, EarlyReads)> {
         let mut ids: Vec<&str> = answers.iter().map(|a| a.inquiry_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -270,8 +281,15 @@ impl Store {
         } else {
             None
         };
+        let answer_ids = self.read_id_floor(&mut read, "answers");
+        let account_ids = self.read_id_floor(&mut read, "answer_accounts");
         let (mut tx, mut read) = self.begin_with(read).await?;
-        let head = head.map(|h| std::mem::take(&mut read[h]));
+        let mut take = |i: Option<usize>| i.map(|i| std::mem::take(&mut read[i]));
+        let early = EarlyReads {
+            audit_head: take(head),
+            answer_ids: take(answer_ids),
+            account_ids: take(account_ids),
+        };
         let mut targets = HashMap::with_capacity(ids.len());
         let mut answered = Vec::new();
         for row in chunks.into_iter().flat_map(|c| &read[c].rows) {
@@ -318,33 +336,71 @@ impl Store {
                 }
             }
         }
-        Ok((tx, targets, head))
+        Ok((tx, targets, early))
     }
 
     /// Writes the accepted answers: revisions, accounts, transactions and
     /// other holdings, case-file entries, history, reopen alerts, feed
     /// events, the inquiries' new state, fenced on the revision read, and
     /// the audit entries of `trail` (`run_audited`).
-    /// Only the inserts whose generated ids the next rows need are round
-    /// trips of their own; the rest is one script.
+    /// The new rows' ids are reserved first (`Store::reserve_ids`), so on
+    /// SQLite everything is one script, with no `RETURNING` round trips.
     async fn file_answers(
         &self,
         tx: &mut super::WriteTx,
         institution: &InstitutionCode,
         filed: &[Filed<'_>],
         now: i64,
-        early_head: Option<&Done>,
+        early: &EarlyReads,
         trail: &[AuditEntry],
     ) -> Result<()> {
-        let rows = super::insert_rows(
-            tx,
-            self.dialect,
-            "INSERT INTO answers (inquiry_id, revision, institution_code, response_id, outcome, \
-               refusal_code, refusal_reason, content_hash, received_at)",
-            9,
-            filed,
-            " RETURNING id, inquiry_id, revision",
-            |query, f| {
+        let answer_ids = self
+            .reserve_ids(tx, "answers", early.answer_ids.as_ref(), filed.len())
+            .await?;
+        let filed_ids: Vec<(&Filed<'_>, i64)> =
+            filed.iter().zip(answer_ids.iter().copied()).collect();
+        let mut accounts = Vec::new();
+        let mut holdings = Vec::new();
+        for &(f, id) in &filed_ids {
+            if let Outcome::Found {
+                accounts: a,
+                other_holdings: o,
+            } = &f.answer.outcome
+            {
+                accounts.extend(a.iter().enumerate().map(|(pos, a)| (id, pos as i64, a)));
+                holdings.extend(o.iter().enumerate().map(|(pos, o)| (id, pos as i64, o)));
+            }
+        }
+        let account_ids = self
+            .reserve_ids(
+                tx,
+                "answer_accounts",
+                early.account_ids.as_ref(),
+                accounts.len(),
+            )
+            .await?;
+        let accounts: Vec<(i64, i64, i64, &Account)> = accounts
+            .into_iter()
+            .zip(account_ids)
+            .map(|((answer_id, pos, a), id)| (id, answer_id, pos, a))
+            .collect();
+        let transactions: Vec<(i64, i64, &Transaction)> = accounts
+            .iter()
+            .flat_map(|&(account_id, _, _, a)| {
+                a.transactions
+                    .iter()
+                    .enumerate()
+                    .map(move |(tpos, t)| (account_id, tpos as i64, t))
+            })
+            .collect();
+        let mut write = Script::new(self.dialect);
+        write.insert_rows(
+            "INSERT INTO answers (id, inquiry_id, revision, institution_code, response_id, \
+               outcome, refusal_code, refusal_reason, content_hash, received_at)",
+            10,
+            &filed_ids,
+            "",
+            move |query, &(f, id)| {
                 let (outcome, code, reason) = match &f.answer.outcome {
                     Outcome::Refused { code, reason } => {
                         ("refused", Some(code.clone()), Some(reason.clone()))
@@ -353,6 +409,7 @@ impl Store {
                     Outcome::Found { .. } => ("found", None, None),
                 };
                 query
+                    .bind(id)
                     .bind(f.answer.inquiry_id.as_str().to_owned())
                     .bind(f.revision)
                     .bind(institution.as_str().to_owned())
@@ -363,47 +420,18 @@ impl Store {
                     .bind(f.hash.clone())
                     .bind(now)
             },
-        )
-        .await?;
-        // RETURNING order is not promised: match rows by their unique key.
-        let mut answer_ids = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            answer_ids.insert(
-                (get_str(row, "inquiry_id")?, get_i64(row, "revision")?),
-                get_i64(row, "id")?,
-            );
-        }
-        let answer_id = |f: &Filed<'_>| -> Result<i64> {
-            answer_ids
-                .get(&(f.answer.inquiry_id.as_str().to_owned(), f.revision))
-                .copied()
-                .ok_or_else(|| StoreError::Corrupt("an inserted answer was not returned".into()))
-        };
-        let mut accounts = Vec::new();
-        let mut holdings = Vec::new();
-        for f in filed {
-            if let Outcome::Found {
-                accounts: a,
-                other_holdings: o,
-            } = &f.answer.outcome
-            {
-                let id = answer_id(f)?;
-                accounts.extend(a.iter().enumerate().map(|(pos, a)| (id, pos as i64, a)));
-                holdings.extend(o.iter().enumerate().map(|(pos, o)| (id, pos as i64, o)));
-            }
-        }
-        let account_rows = super::insert_rows(
-            tx,
-            self.dialect,
-            "INSERT INTO answer_accounts (answer_id, position, branch_code, account_type, number, \
-               holder_kana, balance, as_of, last_tx_date)",
-            9,
-            &accounts,
-            " RETURNING id, answer_id, position",
-            |query, (answer_id, pos, a)| {
+        );
+        write.insert_owned_rows(
+            "INSERT INTO answer_accounts (id, answer_id, position, branch_code, account_type, \
+               number, holder_kana, balance, as_of, last_tx_date)",
+            10,
+            accounts,
+            "",
+            |query, &(id, answer_id, pos, a)| {
                 query
-                    .bind(*answer_id)
-                    .bind(*pos)
+                    .bind(id)
+                    .bind(answer_id)
+                    .bind(pos)
                     .bind(a.branch.as_str().to_owned())
                     .bind(a.account_type.code())
                     .bind(a.number.clone())
@@ -412,28 +440,7 @@ impl Store {
                     .bind(a.as_of.map(|d| d.to_string()))
                     .bind(a.last_transaction.map(|d| d.to_string()))
             },
-        )
-        .await?;
-        let mut account_ids = HashMap::with_capacity(account_rows.len());
-        for row in &account_rows {
-            account_ids.insert(
-                (get_i64(row, "answer_id")?, get_i64(row, "position")?),
-                get_i64(row, "id")?,
-            );
-        }
-        let mut transactions = Vec::new();
-        for (answer_id, pos, a) in &accounts {
-            let account_id = *account_ids.get(&(*answer_id, *pos)).ok_or_else(|| {
-                StoreError::Corrupt("an inserted account was not returned".into())
-            })?;
-            transactions.extend(
-                a.transactions
-                    .iter()
-                    .enumerate()
-                    .map(|(tpos, t)| (account_id, tpos as i64, t)),
-            );
-        }
-        let mut write = Script::new(self.dialect);
+        );
         write.insert_owned_rows(
             "INSERT INTO answer_transactions (account_id, position, date, description, debit, \
                credit, balance)",
@@ -464,14 +471,10 @@ impl Store {
                     .bind(o.description.clone())
             },
         );
-        let entries = filed
-            .iter()
-            .map(|f| Ok((f, answer_id(f)?)))
-            .collect::<Result<Vec<_>>>()?;
-        write.insert_owned_rows(
+        write.insert_rows(
             "INSERT INTO case_file_entries (case_id, inquiry_id, answer_id, created_at)",
             4,
-            entries,
+            &filed_ids,
             "",
             move |query, (f, answer_id)| {
                 query
@@ -564,7 +567,9 @@ impl Store {
             )
         }));
         self.push_feed_events(&mut write, feed, now);
-        let done = self.run_audited(tx, write, early_head, trail).await?;
+        let done = self
+            .run_audited(tx, write, early.audit_head.as_ref(), trail)
+            .await?;
         if fenced
             .iter()
             .any(|&(update, len)| done[update].rows_affected != len as u64)
