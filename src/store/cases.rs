@@ -13,7 +13,9 @@ use crate::domain::department::{Department, RecordKind, SuggestedAction};
 use crate::domain::feed::FeedKind;
 use crate::domain::ids::{BatchId, CaseId, InquiryId, RequestId, SubjectId};
 use crate::domain::kana::KanaName;
-use crate::domain::request::{NewCase, Period, Request, Subject, kinds_from_text, kinds_to_text};
+use crate::domain::request::{
+    NewCase, Period, PlannedInquiry, Request, Subject, kinds_from_text, kinds_to_text,
+};
 use crate::domain::state::{InquiryKind, InquiryState};
 use crate::domain::time::{jst_date, now_millis};
 use crate::domain::zengin::{BranchCode, InstitutionCode};
@@ -438,12 +440,18 @@ impl Store {
                     .bind(now)
             },
         );
-        // Multi-row inserts keep a large request to a few statements.
-        write.insert_rows(
+        // Multi-row inserts keep a large request to a few statements. The
+        // rows go in by institution: a table keeps rows in insertion order,
+        // and each later step (sealing, finishing, answering) rewrites one
+        // institution's inquiries at a time, so clustered they share pages.
+        // A request asked at five banks rewrote five times the pages.
+        let mut by_institution: Vec<&PlannedInquiry> = request.inquiries.iter().collect();
+        by_institution.sort_by(|a, b| a.target.institution.cmp(&b.target.institution));
+        write.insert_owned_rows(
             "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
              due_date, created_at, updated_at, state)",
             10,
-            &request.inquiries,
+            by_institution,
             "",
             move |query, inq| {
                 query
