@@ -63,6 +63,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0008_queue_order.sql"),
         postgres: include_str!("../../migrations/postgres/0008_queue_order.sql"),
     },
+    Migration {
+        version: 9,
+        name: "payload_encoding",
+        sqlite: include_str!("../../migrations/sqlite/0009_payload_encoding.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_payload_encoding.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -17,6 +17,7 @@ mod institutions;
 mod letters;
 mod migrate;
 mod overview;
+mod payload;
 mod queue;
 mod retention;
 mod script;

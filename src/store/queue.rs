@@ -335,7 +335,9 @@ impl Store {
         payload: &[u8],
         now: i64,
     ) -> Result<()> {
-        self.retrying(|| self.create_batch_once(id, institution, inquiries, payload, now))
+        // Deflated before the write lock is taken.
+        let stored = super::payload::pack(payload);
+        self.retrying(|| self.create_batch_once(id, institution, inquiries, &stored, now))
             .await
     }
 
@@ -344,7 +346,7 @@ impl Store {
         id: &BatchId,
         institution: &InstitutionCode,
         inquiries: &[InquiryId],
-        payload: &[u8],
+        (encoding, payload): &(super::payload::Encoding, Vec<u8>),
         now: i64,
     ) -> Result<()> {
         let mut write = Script::new(self.dialect);
@@ -362,8 +364,13 @@ impl Store {
             },
         );
         write.push(
-            "INSERT INTO batch_payloads (batch_id, payload) VALUES ($1, $2)",
-            move |query| query.bind(id.as_str().to_owned()).bind(payload.to_vec()),
+            "INSERT INTO batch_payloads (batch_id, payload, encoding) VALUES ($1, $2, $3)",
+            move |query| {
+                query
+                    .bind(id.as_str().to_owned())
+                    .bind(payload.clone())
+                    .bind(encoding.as_str())
+            },
         );
         let mut moves = Vec::new();
         for chunk in inquiries.chunks(super::ROWS_PER_STATEMENT) {
@@ -559,7 +566,7 @@ impl Store {
                     },
                 );
                 let payload = claim.push(
-                    "SELECT payload FROM batch_payloads WHERE batch_id = $1",
+                    "SELECT payload, encoding FROM batch_payloads WHERE batch_id = $1",
                     move |query| query.bind(id.clone()),
                 );
                 (updated, payload)
@@ -583,7 +590,7 @@ impl Store {
                 token,
                 attempt: get_i64(updated, "attempts")?,
                 first_attempt_at: get_opt_i64(updated, "first_attempt_at")?.unwrap_or(now),
-                payload: sqlx::Row::try_get::<Vec<u8>, _>(payload, "payload")?,
+                payload: stored_payload(payload)?,
                 endpoint_url: endpoint_url.clone(),
                 server_ca_pem: server_ca_pem.clone(),
                 id: BatchId::from_trusted(id),
@@ -923,7 +930,7 @@ impl Store {
         id: &BatchId,
     ) -> Result<Option<Vec<u8>>> {
         let row = q(
-            "SELECT p.payload FROM batches b JOIN batch_payloads p ON p.batch_id = b.id \
+            "SELECT p.payload, p.encoding FROM batches b JOIN batch_payloads p ON p.batch_id = b.id \
                  WHERE b.id = $1 AND b.institution_code = $2"
                 .to_owned(),
         )
@@ -931,8 +938,7 @@ impl Store {
         .bind(institution.as_str().to_owned())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok(sqlx::Row::try_get::<Vec<u8>, _>(&r, "payload")?))
-            .transpose()
+        row.as_ref().map(stored_payload).transpose()
     }
 
     /// A pull bank confirms it has a batch: the same end as a push receipt
@@ -1035,4 +1041,12 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// The document of a `batch_payloads` row read with its encoding.
+fn stored_payload(row: &sqlx::any::AnyRow) -> Result<Vec<u8>> {
+    super::payload::unpack(
+        &get_str(row, "encoding")?,
+        sqlx::Row::try_get::<Vec<u8>, _>(row, "payload")?,
+    )
 }

@@ -148,7 +148,7 @@ impl Store {
         )
         .execute(&self.pool)
         .await?;
-        let orphans = q("UPDATE batch_payloads SET payload = $1 WHERE payload <> $1 \
+        let orphans = q("UPDATE batch_payloads SET payload = $1, encoding = 'identity' WHERE payload <> $1 \
                AND batch_id IN (SELECT b.id FROM batches b WHERE b.state IN ('acknowledged', 'dead') \
                AND NOT EXISTS (SELECT 1 FROM inquiries i WHERE i.batch_id = b.id))"
             .to_owned())
@@ -159,7 +159,7 @@ impl Store {
         // those of delivered batches older than the cutoff. (Dead ones stay:
         // an admin may still send them again.)
         let blanked = q(
-            "UPDATE batch_payloads SET payload = $1 WHERE payload <> $1 AND batch_id IN \
+            "UPDATE batch_payloads SET payload = $1, encoding = 'identity' WHERE payload <> $1 AND batch_id IN \
                (SELECT id FROM batches WHERE state = 'acknowledged' AND updated_at < $2)"
                 .to_owned(),
         )
