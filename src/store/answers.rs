@@ -116,7 +116,6 @@ struct Target {
 /// its targets: the audit chain's head (`read_audit_head_early`) and where
 /// the new answers' and accounts' ids start (`Store::read_id_floor`), each
 /// on SQLite only.
-#[derive(Default)]
 struct EarlyReads {
     audit_head: Option<Done>,
     answer_ids: Option<Done>,

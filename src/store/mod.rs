@@ -352,11 +352,10 @@ impl Store {
         if n == 0 {
             return Ok(Vec::new());
         }
-        if let Some(floor) = floor {
+        if self.dialect == Dialect::Sqlite {
             let row = floor
-                .rows
-                .first()
-                .ok_or_else(|| StoreError::Corrupt(format!("no id floor read for {table}")))?;
+                .and_then(|f| f.rows.first())
+                .ok_or_else(|| StoreError::Corrupt(format!("no id floor was read for {table}")))?;
             let floor = get_i64(row, "floor")?;
             return Ok((floor + 1..=floor + n as i64).collect());
         }

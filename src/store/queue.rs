@@ -577,6 +577,8 @@ impl Store {
         }
         let done = claim.run(&mut tx).await?;
         let mut claimed = Vec::with_capacity(due.len());
+        // Inflated once the lane is released, not while it is held.
+        let mut stored = Vec::with_capacity(due.len());
         for ((id, token), (updated, payload)) in due.into_iter().zip(steps) {
             let one = |i: usize| {
                 done[i]
@@ -585,12 +587,13 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt(format!("batch {id} vanished mid-claim")))
             };
             let (updated, payload) = (one(updated)?, one(payload)?);
+            stored.push(payload_row(payload)?);
             claimed.push(ClaimedBatch {
                 institution: InstitutionCode::from_trusted(code.to_owned()),
                 token,
                 attempt: get_i64(updated, "attempts")?,
                 first_attempt_at: get_opt_i64(updated, "first_attempt_at")?.unwrap_or(now),
-                payload: stored_payload(payload)?,
+                payload: Vec::new(),
                 endpoint_url: endpoint_url.clone(),
                 server_ca_pem: server_ca_pem.clone(),
                 id: BatchId::from_trusted(id),
@@ -609,6 +612,9 @@ impl Store {
             );
         }
         tx.commit().await?;
+        for (batch, (encoding, bytes)) in claimed.iter_mut().zip(stored) {
+            batch.payload = super::payload::unpack(&encoding, bytes)?;
+        }
         Ok(claimed)
     }
 
@@ -938,7 +944,12 @@ impl Store {
         .bind(institution.as_str().to_owned())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(stored_payload).transpose()
+        row.as_ref()
+            .map(|row| {
+                let (encoding, bytes) = payload_row(row)?;
+                super::payload::unpack(&encoding, bytes)
+            })
+            .transpose()
     }
 
     /// A pull bank confirms it has a batch: the same end as a push receipt
@@ -1043,10 +1054,11 @@ impl Store {
     }
 }
 
-/// The document of a `batch_payloads` row read with its encoding.
-fn stored_payload(row: &sqlx::any::AnyRow) -> Result<Vec<u8>> {
-    super::payload::unpack(
-        &get_str(row, "encoding")?,
+/// The encoding and stored bytes of a `batch_payloads` row
+/// (`payload::unpack` turns them back into the document).
+fn payload_row(row: &sqlx::any::AnyRow) -> Result<(String, Vec<u8>)> {
+    Ok((
+        get_str(row, "encoding")?,
         sqlx::Row::try_get::<Vec<u8>, _>(row, "payload")?,
-    )
+    ))
 }

@@ -148,22 +148,26 @@ impl Store {
         )
         .execute(&self.pool)
         .await?;
-        let orphans = q("UPDATE batch_payloads SET payload = $1, encoding = 'identity' WHERE payload <> $1 \
+        // A blanked payload is empty bytes, stored as they are.
+        let identity = super::payload::Encoding::Identity.as_str();
+        let orphans = q("UPDATE batch_payloads SET payload = $1, encoding = $2 WHERE payload <> $1 \
                AND batch_id IN (SELECT b.id FROM batches b WHERE b.state IN ('acknowledged', 'dead') \
                AND NOT EXISTS (SELECT 1 FROM inquiries i WHERE i.batch_id = b.id))"
             .to_owned())
         .bind(Vec::<u8>::new())
+        .bind(identity)
         .execute(&self.pool)
         .await?;
         // Payloads carry names and birth dates of many cases at once: blank
         // those of delivered batches older than the cutoff. (Dead ones stay:
         // an admin may still send them again.)
         let blanked = q(
-            "UPDATE batch_payloads SET payload = $1, encoding = 'identity' WHERE payload <> $1 AND batch_id IN \
-               (SELECT id FROM batches WHERE state = 'acknowledged' AND updated_at < $2)"
+            "UPDATE batch_payloads SET payload = $1, encoding = $2 WHERE payload <> $1 AND batch_id IN \
+               (SELECT id FROM batches WHERE state = 'acknowledged' AND updated_at < $3)"
                 .to_owned(),
         )
         .bind(Vec::<u8>::new())
+        .bind(identity)
         .bind(cutoff)
         .execute(&self.pool)
         .await?;

@@ -35,6 +35,7 @@ async fn closed_cases_are_purged_after_the_period(url: String) {
     let sealed_at = now_millis() + 1;
     seal_due_batches(&store, sealed_at).await.unwrap();
     let policy = BreakerPolicy::default();
+    let mut sent = Vec::new();
     for b in store
         .claim_due_batches(sealed_at.max(now_millis()), 60_000, 10, &policy)
         .await
@@ -54,6 +55,7 @@ async fn closed_cases_are_purged_after_the_period(url: String) {
             .finish_batch(&a, &BatchFinish::Acknowledged, None)
             .await
             .unwrap();
+        sent.push((b.id.clone(), b.payload.clone()));
     }
     // A case with unanswered inquiries cannot close.
     let case = closing.case_id.clone();
@@ -105,6 +107,21 @@ async fn closed_cases_are_purged_after_the_period(url: String) {
     );
     assert!(store.case(&case).await.unwrap().is_none());
     assert!(store.request(&closing.id).await.unwrap().is_none());
+    // The batch still holds the kept case's inquiry and is recent: its
+    // stored payload stays, and reads back as the document that was sent.
+    assert_eq!(counts.batch_payloads, 0);
+    let [(batch, document)] = sent.as_slice() else {
+        panic!("one batch, {} sent", sent.len());
+    };
+    assert!(document.starts_with(b"<?xml"), "a document was claimed");
+    assert_eq!(
+        store
+            .batch_payload(&code("0001"), batch)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(document)
+    );
     let kept = store.request(&keeping.id).await.unwrap().unwrap();
     assert_eq!(kept.inquiries.len(), 1);
     assert_eq!(
