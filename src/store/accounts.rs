@@ -1,5 +1,6 @@
 //! Local user accounts, their sessions and failed-login counters.
 
+use super::Priority;
 use super::{Result, Store, StoreError, get_i64, get_opt_i64, get_str, q};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl Store {
     }
 
     pub async fn set_user_disabled(&self, username: &str, at: Option<i64>) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Interactive).await?;
         let done = q("UPDATE users SET disabled_at = $1 WHERE username = $2".to_owned())
             .bind(at)
             .bind(username.to_owned())

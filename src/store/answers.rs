@@ -1,5 +1,6 @@
 //! Applying bank answers (once, with revisions) and reading the case file.
 
+use super::Priority;
 use std::collections::HashMap;
 
 use super::cases::CaseRecord;
@@ -282,7 +283,7 @@ impl Store {
         };
         let answer_ids = self.read_id_floor(&mut read, "answers");
         let account_ids = self.read_id_floor(&mut read, "answer_accounts");
-        let (mut tx, mut read) = self.begin_with(read).await?;
+        let (mut tx, mut read) = self.begin_with(Priority::Background, read).await?;
         let mut take = |i: Option<usize>| i.map(|i| std::mem::take(&mut read[i]));
         let early = EarlyReads {
             audit_head: take(head),

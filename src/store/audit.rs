@@ -1,6 +1,7 @@
 //! The audit trail's storage: appends under a lock on `audit_head`, reads
 //! in order for verification and filtered for auditors.
 
+use super::Priority;
 use sqlx::any::AnyRow;
 
 use super::script::{Done, Script};
@@ -69,7 +70,7 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Interactive).await?;
         self.append_audit_in(&mut tx, entries).await?;
         tx.commit().await?;
         Ok(())

@@ -1,6 +1,7 @@
 //! Measurements for `shokai bench`: the raw-database baseline and the
 //! answer latencies of a run.
 
+use super::Priority;
 use super::{Result, Store, get_i64, q};
 
 impl Store {
@@ -28,7 +29,7 @@ impl Store {
         let started = std::time::Instant::now();
         let mut written = 0;
         while written < rows {
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin(Priority::Background).await?;
             let end = (written + per_transaction).min(rows);
             while written < end {
                 let n = per_statement.min(end - written);

@@ -1,5 +1,6 @@
 //! Cases, subjects, requests, inquiries as filed, and API tokens.
 
+use super::Priority;
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
 
@@ -237,7 +238,7 @@ impl Store {
             self.read_audit_head_early(&mut read)
         };
         // Empty on PostgreSQL or without audit entries: just the BEGIN.
-        let (mut tx, read) = self.begin_with(read).await?;
+        let (mut tx, read) = self.begin_with(Priority::Interactive, read).await?;
         let mut write = Script::new(self.dialect);
         write.push(
             "INSERT INTO cases (id, office, case_number, created_by, created_at, form_key) \
@@ -396,7 +397,7 @@ impl Store {
         } else {
             self.read_audit_head_early(&mut read)
         };
-        let (mut tx, read) = self.begin_with(read).await?;
+        let (mut tx, read) = self.begin_with(Priority::Interactive, read).await?;
         match read[case].rows.first() {
             None => return Err(StoreError::NotFound(format!("case {}", request.case_id))),
             Some(row) if get_opt_i64(row, "closed_at")?.is_some() => {
@@ -745,7 +746,7 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<usize> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Interactive).await?;
         let mut cancelled = 0;
         for id in ids {
             let Some(row) = q(format!(
@@ -805,7 +806,7 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Interactive).await?;
         let done = q(
             "UPDATE case_alerts SET acknowledged_at = $1, acknowledged_by = $2 \
                WHERE id = $3 AND case_id = $4 AND acknowledged_at IS NULL"

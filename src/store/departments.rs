@@ -2,6 +2,7 @@
 //! log, file-linkage imports, and change alerts (with their feed events)
 //! written in the transaction that finds them.
 
+use super::Priority;
 use std::collections::HashSet;
 
 use chrono::NaiveDate;
@@ -120,7 +121,7 @@ impl Store {
         f: &FetchApply<'_>,
         now: i64,
     ) -> Result<Vec<RaisedChange>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Background).await?;
         let case = f.case.as_str().to_owned();
         let dept = f.department.as_str();
         q(format!(
@@ -312,7 +313,7 @@ impl Store {
         if !self.feed_events {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Background).await?;
         self.enqueue_feed_event(
             &mut tx,
             case,
@@ -439,7 +440,7 @@ impl Store {
     /// is refused with `Conflict` and changes nothing.
     pub async fn import_linkage_file(&self, f: &LinkageImport<'_>, now: i64) -> Result<i64> {
         let dept = f.department.as_str();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Background).await?;
         let inserted = q(
             "INSERT INTO linkage_files (department, file_name, sha256, loaded_rows, \
              errors, imported_at) VALUES ($1, $2, $3, $4, $5, $6) \

@@ -2,6 +2,7 @@
 //! what they tell, then claimed under a lease with a fencing token and
 //! finished like batches: delivered, retry at a time, or dead.
 
+use super::Priority;
 use super::script::Script;
 use super::{BatchFinish, Result, Store, StoreError, get_i64, get_opt_i64, get_str, q};
 use crate::domain::feed::{FeedEvent, FeedKind};
@@ -91,7 +92,7 @@ impl Store {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<ClaimedEvent>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Background).await?;
         let rows = q(format!(
             "SELECT seq, id, case_id, kind, subject_ref, occurred_at, attempts, first_attempt_at \
              FROM feed_events WHERE (state = 'pending' AND next_attempt_at <= $1) \

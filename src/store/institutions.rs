@@ -1,5 +1,6 @@
 //! The institution directory and per-institution delivery settings.
 
+use super::Priority;
 use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
@@ -75,7 +76,7 @@ impl Store {
         branches: &[BranchRecord],
     ) -> Result<(usize, usize)> {
         let now = now_millis();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Background).await?;
         super::insert_rows(
             &mut tx,
             self.dialect,

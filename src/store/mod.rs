@@ -21,9 +21,11 @@ mod payload;
 mod queue;
 mod retention;
 mod script;
+mod turns;
 mod writer;
 
 use script::{Done, Script};
+use turns::Priority;
 use writer::{WriteTx, Writer};
 
 use std::str::FromStr;
@@ -308,14 +310,19 @@ impl Store {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<WriteTx> {
-        self.writer.begin().await
+    /// Begins a write transaction once it is `priority`'s turn (`turns`).
+    async fn begin(&self, priority: Priority) -> Result<WriteTx> {
+        self.writer.begin(priority).await
     }
 
     /// Begins a write transaction and runs its first script; on SQLite the
     /// BEGIN goes with the script's statements, one round trip fewer.
-    async fn begin_with(&self, mut first: Script<'_>) -> Result<(WriteTx, Vec<Done>)> {
-        let mut tx = self.writer.take_turn().await?;
+    async fn begin_with(
+        &self,
+        priority: Priority,
+        mut first: Script<'_>,
+    ) -> Result<(WriteTx, Vec<Done>)> {
+        let mut tx = self.writer.take_turn(priority).await?;
         first.begin_first();
         let done = first.run(&mut tx).await?;
         Ok((tx, done))
@@ -519,7 +526,7 @@ fn placeholders(offset: usize, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Dialect, Script, Store, StoreConfig, q};
+    use super::{Dialect, Priority, Script, Store, StoreConfig, q};
 
     /// The writer's held time counts the time a transaction is open.
     #[tokio::test]
@@ -528,7 +535,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("held.db").display());
         let store = Store::connect(&StoreConfig::new(url)).await.unwrap();
         for _ in 0..3 {
-            let tx = store.begin().await.unwrap();
+            let tx = store.begin(Priority::Background).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             tx.commit().await.unwrap();
         }
@@ -547,7 +554,7 @@ mod tests {
             .await
             .unwrap();
         let before = std::fs::metadata(&file).unwrap().len();
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Priority::Background).await.unwrap();
         q("CREATE TABLE filler (id INTEGER PRIMARY KEY, body TEXT NOT NULL)".to_owned())
             .execute(&mut *tx)
             .await
@@ -581,7 +588,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("ids.db").display());
         let store = &Store::connect(&StoreConfig::new(url)).await.unwrap();
         let insert = |sql: &'static str| async move {
-            let mut tx = store.begin().await.unwrap();
+            let mut tx = store.begin(Priority::Background).await.unwrap();
             q(sql.to_owned()).execute(&mut *tx).await.unwrap();
             tx.commit().await.unwrap();
         };
@@ -589,7 +596,7 @@ mod tests {
         let reserve = |n: usize| async move {
             let mut read = Script::new(store.dialect);
             let floor = store.read_id_floor(&mut read, "t");
-            let (mut tx, done) = store.begin_with(read).await.unwrap();
+            let (mut tx, done) = store.begin_with(Priority::Background, read).await.unwrap();
             let ids = store
                 .reserve_ids(&mut tx, "t", floor.map(|f| &done[f]), n)
                 .await

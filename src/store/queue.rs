@@ -5,6 +5,7 @@
 //! the claim token (`WHERE claim_token = $n`); zero rows changed means the
 //! lease was lost to another worker, reported as [`StoreError::LostLease`].
 
+use super::Priority;
 use super::cases::branches_from_text;
 use super::script::Script;
 use super::{
@@ -416,7 +417,7 @@ impl Store {
                 Some(id.as_str()),
             );
         }
-        let (tx, done) = self.begin_with(write).await?;
+        let (tx, done) = self.begin_with(Priority::Background, write).await?;
         // All or nothing, so the ids asked for are the ids moved: no need to
         // have them sent back. The history written for ids that did not move
         // goes with the rollback.
@@ -496,7 +497,7 @@ impl Store {
              WHERE institution_code = $1 AND state = 'in_flight' AND lease_until >= $2",
             |query| query.bind(code.to_owned()).bind(now),
         );
-        let (mut tx, mut read) = self.begin_with(read).await?;
+        let (mut tx, mut read) = self.begin_with(Priority::Background, read).await?;
         let Some(inst) = read[inst].rows.pop() else {
             return Ok(Vec::new());
         };
@@ -676,7 +677,7 @@ impl Store {
                 move |query| query.bind(id.as_str().to_owned()),
             )
         });
-        let (mut tx, done) = self.begin_with(first).await?;
+        let (mut tx, done) = self.begin_with(Priority::Background, first).await?;
         if done[finished].rows_affected == 0 {
             // Keep the attempt row: the try happened, only its verdict is void.
             tx.commit().await?;
@@ -766,7 +767,7 @@ impl Store {
     /// Sends a dead batch again from scratch: its retry count restarts and
     /// its failed inquiries go back to batched. History stays.
     pub async fn retry_dead_batch(&self, id: &BatchId, now: i64) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Interactive).await?;
         let done = q("UPDATE batches SET state = 'retry_wait', next_attempt_at = $1, attempts = 0, \
                first_attempt_at = NULL, last_error = NULL, updated_at = $1 WHERE id = $2 AND state = 'dead'"
             .to_owned())
@@ -999,7 +1000,12 @@ impl Store {
         how: (&str, &'static str),
         now: i64,
     ) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        // Staff mark letters mailed; a bank pulling is a machine.
+        let priority = match channel {
+            Channel::Paper => Priority::Interactive,
+            _ => Priority::Background,
+        };
+        let mut tx = self.begin(priority).await?;
         let done = q("UPDATE batches SET state = 'acknowledged', acknowledged_at = $1, updated_at = $1, \
                attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $1), \
                claim_token = NULL, lease_until = NULL \

@@ -1,5 +1,6 @@
 //! Closing cases and purging personal data past the retention period.
 
+use super::Priority;
 use super::{Result, Store, StoreError, get_i64, get_str, q};
 use crate::domain::audit::{AuditAction, AuditEntry};
 use crate::domain::ids::CaseId;
@@ -19,7 +20,7 @@ impl Store {
     /// Marks a case closed. Its open inquiries must be cancelled or answered
     /// first: a closed case asks nobody anything.
     pub async fn close_case(&self, id: &CaseId, now: i64) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Priority::Background).await?;
         // Lock the case first: a request being filed for it waits, or sees it
         // closed (insert_request takes the same lock).
         q(format!(
@@ -70,7 +71,7 @@ impl Store {
         let mut purged = Vec::new();
         for row in rows {
             let id = get_str(&row, "id")?;
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin(Priority::Background).await?;
             let mut case_counts = PurgeCounts::default();
             let answers = "SELECT a.id FROM answers a JOIN inquiries i ON i.id = a.inquiry_id WHERE i.case_id = $1";
             let steps: [(&str, String); 16] = [

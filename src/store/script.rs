@@ -265,7 +265,7 @@ fn has_numbered_placeholder(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::Script;
-    use crate::store::{Store, StoreConfig};
+    use crate::store::{Priority, Store, StoreConfig};
 
     async fn store(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
@@ -280,7 +280,7 @@ mod tests {
 
     /// One statement in a write transaction of its own.
     async fn write(store: &Store, sql: &'static str) {
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Priority::Background).await.unwrap();
         sqlx::query(sql).execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();
     }
@@ -300,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let values: Vec<String> = (0..1200).map(|i| format!("v{i}")).collect();
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Priority::Background).await.unwrap();
         let mut script = Script::new(store.dialect);
         let insert = script.insert_rows("INSERT INTO t (v)", 1, &values, "", |q, v| {
             q.bind(v.clone())
@@ -338,7 +338,7 @@ mod tests {
         let store = store(&dir).await;
         let mut first = Script::new(store.dialect);
         let read = first.push("SELECT COUNT(*) AS n FROM t", |q| q);
-        let (mut tx, done) = store.begin_with(first).await.unwrap();
+        let (mut tx, done) = store.begin_with(Priority::Background, first).await.unwrap();
         assert_eq!(sqlx::Row::get::<i64, _>(&done[read].rows[0], "n"), 0);
         let mut last = Script::new(store.dialect);
         let insert = last.insert_rows("INSERT INTO t (v)", 1, &["a", "b"], "", |q, v| q.bind(*v));
@@ -350,7 +350,10 @@ mod tests {
         tx.commit().await.unwrap();
         assert_eq!(committed_rows(&store).await, 2);
 
-        let (mut tx, _) = store.begin_with(Script::new(store.dialect)).await.unwrap();
+        let (mut tx, _) = store
+            .begin_with(Priority::Background, Script::new(store.dialect))
+            .await
+            .unwrap();
         let mut failing = Script::new(store.dialect);
         failing.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("c"));
         failing.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("a"));
@@ -369,7 +372,7 @@ mod tests {
     async fn a_failing_statement_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Priority::Background).await.unwrap();
         let mut script = Script::new(store.dialect);
         script.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("a"));
         script.push("INSERT INTO t (v) VALUES ($1)", |q| q.bind("a"));

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::turns::{Priority, Turn, Turns};
 use super::{Result, StoreError};
 
 /// How long a writer waits for its turn before giving up (as a pool's
@@ -27,6 +28,9 @@ const TURN_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) enum Writer {
     Sqlite {
         lane: Arc<Mutex<Lane>>,
+        /// Who writes next (`turns`): the lane's mutex is only ever locked
+        /// by the holder of a turn, so it never makes anyone wait.
+        turns: Arc<Turns>,
         /// Nanoseconds the lane has been held in transactions: the time the
         /// process holds the database's write lock (the bench prints its
         /// share of a run; `/metrics` exports it).
@@ -51,12 +55,13 @@ impl Writer {
                 conn: Some(conn),
                 rollback_first: false,
             })),
+            turns: Arc::default(),
             held_ns: Arc::default(),
         }
     }
 
-    pub async fn begin(&self) -> Result<WriteTx> {
-        let mut tx = self.take_turn().await?;
+    pub async fn begin(&self, priority: Priority) -> Result<WriteTx> {
+        let mut tx = self.take_turn(priority).await?;
         if let WriteTx::Sqlite(lane) = &mut tx {
             sqlx::query("BEGIN IMMEDIATE").execute(lane.conn()?).await?;
         }
@@ -66,15 +71,21 @@ impl Writer {
     /// A transaction whose BEGIN is still to be sent, on SQLite: the caller
     /// sends it with its first statements (`Store::begin_with`). On
     /// PostgreSQL, begun.
-    pub async fn take_turn(&self) -> Result<WriteTx> {
-        let (lane, held_ns) = match self {
+    pub async fn take_turn(&self, priority: Priority) -> Result<WriteTx> {
+        let (lane, turns, held_ns) = match self {
             Self::Postgres(pool) => return Ok(WriteTx::Postgres(pool.begin().await?)),
-            Self::Sqlite { lane, held_ns } => (lane, held_ns),
+            Self::Sqlite {
+                lane,
+                turns,
+                held_ns,
+            } => (lane, turns, held_ns),
         };
-        let guard = tokio::time::timeout(TURN_TIMEOUT, lane.clone().lock_owned())
+        let turn = tokio::time::timeout(TURN_TIMEOUT, turns.take(priority))
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        let guard = lane.clone().lock_owned().await;
         let mut tx = LaneTx {
+            turn: Some(turn),
             guard: Some(guard),
             acquired_at: Instant::now(),
             held_ns: held_ns.clone(),
@@ -187,6 +198,8 @@ impl Lane {
 }
 
 pub(super) struct LaneTx {
+    /// Given up after the guard, so the next holder finds the lane free.
+    turn: Option<Turn>,
     /// Always present until dropped.
     guard: Option<OwnedMutexGuard<Lane>>,
     acquired_at: Instant,
@@ -229,10 +242,13 @@ impl Drop for LaneTx {
         // The write lock stays taken until the rollback: do it now, not
         // when the next writer happens to come.
         guard.rollback_first = true;
+        let turn = self.turn.take();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 guard.roll_back_if_left_open().await;
                 released();
+                drop(guard);
+                drop(turn);
             });
         } else {
             released();
@@ -242,7 +258,7 @@ impl Drop for LaneTx {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Store, StoreConfig, q};
+    use crate::store::{Priority, Store, StoreConfig, q};
 
     /// A transaction dropped open is rolled back at once: its rows are gone
     /// and the database's write lock is free for other connections, not
@@ -252,13 +268,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("w.db").display());
         let store = Store::connect(&StoreConfig::new(url)).await.unwrap();
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Priority::Background).await.unwrap();
         q("CREATE TABLE t (v TEXT)".to_owned())
             .execute(&mut *tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        let mut tx = store.begin().await.unwrap();
+        let mut tx = store.begin(Priority::Background).await.unwrap();
         q("INSERT INTO t (v) VALUES ('dropped')".to_owned())
             .execute(&mut *tx)
             .await
