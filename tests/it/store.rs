@@ -409,6 +409,104 @@ db_test!(
     super::answer_batches_apply_in_order
 );
 
+/// A bank's message of more answers than one transaction files (128):
+/// every answer is judged in order across the transactions, a correction
+/// in a later transaction supersedes the first answer, each accepted
+/// answer has its trail entry, and the whole message again is all
+/// duplicates.
+async fn long_answer_batches_are_filed_whole(url: String) {
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    make_push(&store, "0001", 500).await;
+    let mut ids = Vec::new();
+    for _ in 0..15 {
+        let request = crate::support::file_request_for(&store, 20, &["0001"]).await;
+        ids.extend(request.inquiries.iter().map(|i| i.id.clone()));
+    }
+    let sealed_at = now_millis() + 1;
+    seal_due_batches(&store, sealed_at).await.unwrap();
+    let claimed = store
+        .claim_due_batches(
+            sealed_at.max(now_millis()),
+            60_000,
+            10,
+            &BreakerPolicy::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "one batch of 300");
+    let t = now_millis();
+    store
+        .finish_batch(
+            &attempt(&claimed[0].id, &claimed[0].token, t),
+            &BatchFinish::Acknowledged,
+            None,
+        )
+        .await
+        .unwrap();
+    let mut batch: Vec<Answer> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| found(id, n as i64))
+        .collect();
+    let mut corrected = found(&ids[0], 999);
+    corrected.response_id = "R2".into();
+    batch.push(corrected);
+    let (head_before, _) = store.audit_head().await.unwrap();
+    let audit = |a: &Answer, revision: i64| shokai::domain::audit::AuditEntry {
+        at: t,
+        actor: "bank:0001".into(),
+        role: "bank".into(),
+        office: "0001".into(),
+        action: shokai::domain::audit::AuditAction::AnswerReceive,
+        target: format!("inquiry:{}#{revision}", a.inquiry_id),
+        case_id: None,
+        purpose: None,
+        legal_basis: None,
+    };
+    let out = store
+        .apply_answers(&code("0001"), &batch, t, Some(&audit))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 301);
+    assert!(
+        out[..300]
+            .iter()
+            .all(|o| matches!(o, ApplyOutcome::Accepted { revision: 1, .. }))
+    );
+    assert!(matches!(
+        out[300],
+        ApplyOutcome::Accepted { revision: 2, .. }
+    ));
+    let trail = store
+        .audit_entries(&shokai::store::AuditFilter {
+            after_seq: Some(head_before),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let targets: Vec<_> = trail.iter().map(|c| c.entry.target.clone()).collect();
+    let expected: Vec<_> = ids
+        .iter()
+        .map(|id| format!("inquiry:{id}#1"))
+        .chain([format!("inquiry:{}#2", ids[0])])
+        .collect();
+    assert_eq!(targets, expected);
+    assert_eq!(store.duplicate_case_file_entries().await.unwrap(), 0);
+    let again = store
+        .apply_answers(&code("0001"), &batch, t + 1, Some(&audit))
+        .await
+        .unwrap();
+    assert!(again.iter().all(|o| *o == ApplyOutcome::Duplicate));
+    assert_eq!(store.audit_head().await.unwrap().0, head_before + 301);
+    store.close().await;
+}
+db_test!(
+    long_answer_batches_are_filed_whole,
+    super::long_answer_batches_are_filed_whole
+);
+
 async fn dead_batches_fail_their_inquiries(url: String) {
     let (store, request, claimed) = claimed_batch(&url, "0005", 2).await;
     let b = &claimed[0];
