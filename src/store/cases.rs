@@ -298,19 +298,21 @@ impl Store {
     }
 
     pub async fn case(&self, id: &CaseId) -> Result<Option<CaseRecord>> {
+        // Both reads on one connection: every pool checkout is a wait.
+        let mut conn = self.pool.acquire().await?;
         let Some(row) = q(
             "SELECT id, office, case_number, decision_date, created_at, closed_at FROM cases WHERE id = $1"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?
         else {
             return Ok(None);
         };
         let subjects = q("SELECT * FROM subjects WHERE case_id = $1 ORDER BY position".to_owned())
             .bind(id.as_str().to_owned())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(subject_from_row)
