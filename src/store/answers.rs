@@ -99,13 +99,6 @@ impl CaseFile {
     }
 }
 
-/// The most answers filed in one write transaction. A bank's message can
-/// carry thousands, and on SQLite the whole store writes one transaction at
-/// a time: 500 answers hold the writer for 20 to 30 ms, which a
-/// caseworker's submit behind them then waits out (`turns`). 128 keep each
-/// turn to a few milliseconds at the cost of a few more commits.
-const ANSWERS_PER_TRANSACTION: usize = 128;
-
 /// Makes the audit entry of an accepted answer (its revision given).
 pub type AnswerAudit<'a> = dyn Fn(&Answer, i64) -> AuditEntry + Send + Sync + 'a;
 
@@ -165,17 +158,14 @@ impl Store {
             .remove(0))
     }
 
-    /// Applies a bank's answers, `ANSWERS_PER_TRANSACTION` at a time, each
-    /// transaction with a fixed number of statements whatever its size: one
-    /// read of the inquiries and one of their stored revisions, then
-    /// multi-row inserts and one update. A bank can only answer its own
-    /// inquiries; an identical repeat is a no-op; a changed answer becomes a
-    /// new revision with its one case-file entry. `audit` makes the trail
-    /// entry of each accepted answer, written in the same transaction, so an
-    /// answer is never filed without its trace. If a transaction fails, its
-    /// answers are not filed, those before it are, and the error is
-    /// returned: the bank sends the message again, and what was filed comes
-    /// back as duplicates.
+    /// Applies a bank's answers in one transaction with a fixed number of
+    /// statements per batch, whatever its size: one read of the inquiries
+    /// and one of their stored revisions, then multi-row inserts and one
+    /// update. A bank can only answer its own inquiries; an identical
+    /// repeat is a no-op; a changed answer becomes a new revision with its
+    /// one case-file entry. `audit` makes the trail entry of each accepted
+    /// answer, written in the same transaction, so an answer is never filed
+    /// without its trace. If anything fails, nothing is filed.
     pub async fn apply_answers(
         &self,
         institution: &InstitutionCode,
@@ -183,14 +173,11 @@ impl Store {
         now: i64,
         audit: Option<&AnswerAudit<'_>>,
     ) -> Result<Vec<ApplyOutcome>> {
-        let mut outcomes = Vec::with_capacity(answers.len());
-        for chunk in answers.chunks(ANSWERS_PER_TRANSACTION) {
-            outcomes.extend(
-                self.retrying(|| self.apply_answers_once(institution, chunk, now, audit))
-                    .await?,
-            );
+        if answers.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(outcomes)
+        self.retrying(|| self.apply_answers_once(institution, answers, now, audit))
+            .await
     }
 
     async fn apply_answers_once(

@@ -409,9 +409,8 @@ db_test!(
     super::answer_batches_apply_in_order
 );
 
-/// A bank's message of more answers than one transaction files (128):
-/// every answer is judged in order across the transactions, a correction
-/// in a later transaction supersedes the first answer, each accepted
+/// A long answer message (301 answers): every answer is judged in order,
+/// a correction near the end supersedes the first answer, each accepted
 /// answer has its trail entry, and the whole message again is all
 /// duplicates.
 async fn long_answer_batches_are_filed_whole(url: String) {
