@@ -1,9 +1,10 @@
 //! Where write transactions run.
 //!
 //! SQLite has one writer at a time, so the store keeps one connection for
-//! writing, for its whole life, behind a fair async mutex: a transaction
-//! holds the mutex from `BEGIN IMMEDIATE` to `COMMIT`, and unlocking hands
-//! the connection straight to the next waiter. A sqlx pool of one
+//! writing, for its whole life, taken in turns (`super::turns`, people
+//! before machines): a transaction holds its turn from `BEGIN IMMEDIATE`
+//! to `COMMIT`, and ending it hands the connection straight to the next
+//! waiter. A sqlx pool of one
 //! connection did the same job with more hand-offs: every return to the
 //! pool ran in a task of its own and pinged the connection's worker thread
 //! on the way, and the next waiter was woken only after that, all of it
