@@ -1,7 +1,6 @@
 //! Local user accounts, their sessions and failed-login counters.
 
-use super::Priority;
-use super::{Result, Store, StoreError, get_i64, get_opt_i64, get_str, q};
+use super::{Priority, Result, Store, StoreError, get_i64, get_opt_i64, get_str, q};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {

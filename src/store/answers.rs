@@ -1,6 +1,5 @@
 //! Applying bank answers (once, with revisions) and reading the case file.
 
-use super::Priority;
 use std::collections::HashMap;
 
 use super::cases::CaseRecord;
@@ -8,7 +7,7 @@ use chrono::NaiveDate;
 
 use super::script::{Done, Script};
 use super::{
-    Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
+    Priority, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, placeholders, q,
 };
 use crate::domain::answer::{

@@ -1,11 +1,10 @@
 //! The audit trail's storage: appends under a lock on `audit_head`, reads
 //! in order for verification and filtered for auditors.
 
-use super::Priority;
 use sqlx::any::AnyRow;
 
 use super::script::{Done, Script};
-use super::{Dialect, Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
+use super::{Dialect, Priority, Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
 use crate::domain::audit::{AuditAction, AuditEntry, ChainedEntry, chain_hash};
 
 #[derive(Debug, Clone, Default)]

@@ -1,8 +1,7 @@
 //! Measurements for `shokai bench`: the raw-database baseline and the
 //! answer latencies of a run.
 
-use super::Priority;
-use super::{Result, Store, get_i64, q};
+use super::{Priority, Result, Store, get_i64, q};
 
 impl Store {
     /// The fastest plain load of inquiry-sized rows this database takes:

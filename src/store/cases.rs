@@ -1,12 +1,11 @@
 //! Cases, subjects, requests, inquiries as filed, and API tokens.
 
-use super::Priority;
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
 
 use super::script::Script;
 use super::{
-    Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
+    Priority, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
     parse_date, q,
 };
 use crate::domain::audit::AuditEntry;

@@ -2,14 +2,13 @@
 //! log, file-linkage imports, and change alerts (with their feed events)
 //! written in the transaction that finds them.
 
-use super::Priority;
 use std::collections::HashSet;
 
 use chrono::NaiveDate;
 use sqlx::any::AnyRow;
 
 use super::{
-    Result, Store, StoreError, get_i64, get_opt_str, get_str, parse_date, placeholders, q,
+    Priority, Result, Store, StoreError, get_i64, get_opt_str, get_str, parse_date, placeholders, q,
 };
 use crate::domain::department::{
     Change, Comparison, Department, DepartmentRecord, FetchStatus, FetchTrigger, PersonRecord,

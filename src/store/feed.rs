@@ -2,9 +2,8 @@
 //! what they tell, then claimed under a lease with a fencing token and
 //! finished like batches: delivered, retry at a time, or dead.
 
-use super::Priority;
 use super::script::Script;
-use super::{BatchFinish, Result, Store, StoreError, get_i64, get_opt_i64, get_str, q};
+use super::{BatchFinish, Priority, Result, Store, StoreError, get_i64, get_opt_i64, get_str, q};
 use crate::domain::feed::{FeedEvent, FeedKind};
 use crate::domain::ids::{CaseId, ClaimToken, EventId};
 

@@ -1,9 +1,8 @@
 //! The institution directory and per-institution delivery settings.
 
-use super::Priority;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
+use super::{Priority, Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
 use crate::domain::state::Channel;
 use crate::domain::time::now_millis;
 use crate::domain::zengin::{BranchCode, BranchRecord, InstitutionCode, InstitutionRecord};
@@ -186,18 +185,13 @@ impl Store {
         &self,
         codes: &[InstitutionCode],
     ) -> Result<Vec<InstitutionCode>> {
-        let known = self
-            .known_codes(
-                "SELECT code FROM institutions WHERE code IN",
-                &[],
-                codes.iter().map(InstitutionCode::as_str),
-            )
-            .await?;
-        Ok(codes
-            .iter()
-            .filter(|c| !known.contains(c.as_str()))
-            .cloned()
-            .collect())
+        self.not_found(
+            "SELECT code FROM institutions WHERE code IN",
+            &[],
+            codes,
+            InstitutionCode::as_str,
+        )
+        .await
     }
 
     /// Which of `branches` the institution does not have, in their order.
@@ -206,50 +200,51 @@ impl Store {
         institution: &InstitutionCode,
         branches: &[BranchCode],
     ) -> Result<Vec<BranchCode>> {
-        let known = self
-            .known_codes(
-                "SELECT code FROM branches WHERE institution_code = $1 AND code IN",
-                &[institution.as_str()],
-                branches.iter().map(BranchCode::as_str),
-            )
-            .await?;
-        Ok(branches
-            .iter()
-            .filter(|b| !known.contains(b.as_str()))
-            .cloned()
-            .collect())
+        self.not_found(
+            "SELECT code FROM branches WHERE institution_code = $1 AND code IN",
+            &[institution.as_str()],
+            branches,
+            BranchCode::as_str,
+        )
+        .await
     }
 
-    /// The `code`s that `select … IN` finds among `codes`, on one pool
-    /// connection; `fixed` binds the placeholders before the list.
-    async fn known_codes<'a>(
+    /// The `items` whose code `select … IN (…)` does not find, in their
+    /// order, asked on one pool connection; `fixed` binds the placeholders
+    /// before the list.
+    async fn not_found<T: Clone>(
         &self,
         select: &str,
         fixed: &[&str],
-        codes: impl Iterator<Item = &'a str>,
-    ) -> Result<std::collections::HashSet<String>> {
-        let codes: Vec<&str> = codes.collect();
-        let mut known = std::collections::HashSet::new();
-        if codes.is_empty() {
-            return Ok(known);
+        items: &[T],
+        code: fn(&T) -> &str,
+    ) -> Result<Vec<T>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut found = std::collections::HashSet::new();
         let mut conn = self.pool.acquire().await?;
-        for chunk in codes.chunks(super::ROWS_PER_STATEMENT) {
+        for chunk in items.chunks(super::ROWS_PER_STATEMENT) {
             let sql = format!(
                 "{select} ({})",
                 super::placeholders(fixed.len(), chunk.len())
             );
             let query = fixed
                 .iter()
-                .chain(chunk)
+                .copied()
+                .chain(chunk.iter().map(code))
                 .fold(super::q_many(self.dialect, sql), |query, v| {
-                    query.bind((*v).to_owned())
+                    query.bind(v.to_owned())
                 });
             for row in query.fetch_all(&mut *conn).await? {
-                known.insert(get_str(&row, "code")?);
+                found.insert(get_str(&row, "code")?);
             }
         }
-        Ok(known)
+        Ok(items
+            .iter()
+            .filter(|item| !found.contains(code(item)))
+            .cloned()
+            .collect())
     }
 
     /// Registers a bank's client certificate fingerprint (SHA-256, hex).

@@ -5,12 +5,11 @@
 //! the claim token (`WHERE claim_token = $n`); zero rows changed means the
 //! lease was lost to another worker, reported as [`StoreError::LostLease`].
 
-use super::Priority;
 use super::cases::branches_from_text;
 use super::script::Script;
 use super::{
-    Dialect, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
-    parse_date, placeholders, q,
+    Dialect, Priority, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str,
+    get_str, parse_date, placeholders, q,
 };
 use crate::domain::breaker::{Admission, BreakerPolicy, BreakerState};
 use crate::domain::ids::{BatchId, ClaimToken, InquiryId, SubjectId};

@@ -1,7 +1,6 @@
 //! Closing cases and purging personal data past the retention period.
 
-use super::Priority;
-use super::{Result, Store, StoreError, get_i64, get_str, q};
+use super::{Priority, Result, Store, StoreError, get_i64, get_str, q};
 use crate::domain::audit::{AuditAction, AuditEntry};
 use crate::domain::ids::CaseId;
 

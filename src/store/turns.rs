@@ -32,9 +32,10 @@ pub(super) enum Priority {
 
 /// How long interactive turns may hold the writer while background work
 /// waits, before the background waiter goes next. Counted in time, not in
-/// turns, because the background's turns (sealing 500 inquiries, filing
-/// 128 answers) are a few milliseconds each, like a submit's: under a flood
-/// of submits the dispatcher keeps about half of the writer.
+/// turns, because the background's turns (sealing 500 inquiries, filing a
+/// bank's message of about 100 answers) are a few milliseconds each, like
+/// a submit's: under a flood of submits the dispatcher keeps about half of
+/// the writer.
 const INTERACTIVE_AHEAD_AT_MOST: Duration = Duration::from_millis(10);
 
 #[derive(Default)]

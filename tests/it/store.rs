@@ -266,11 +266,17 @@ async fn claimed_batch(
     import_small_directory(&store).await;
     make_push(&store, bank, 10).await;
     let request = crate::support::file_request_for(&store, subjects, &[bank]).await;
+    let claimed = seal_and_claim(&store).await;
+    (store, request, claimed)
+}
+
+/// Seals what is queued and claims the batches that are due.
+async fn seal_and_claim(store: &Store) -> Vec<shokai::store::ClaimedBatch> {
     // Claimed at the sealing instant or later: a claim within the same
     // millisecond as the seal would find nothing due yet.
     let sealed_at = now_millis() + 1;
-    seal_due_batches(&store, sealed_at).await.unwrap();
-    let claimed = store
+    seal_due_batches(store, sealed_at).await.unwrap();
+    store
         .claim_due_batches(
             sealed_at.max(now_millis()),
             60_000,
@@ -278,8 +284,34 @@ async fn claimed_batch(
             &BreakerPolicy::default(),
         )
         .await
+        .unwrap()
+}
+
+/// The bank acknowledged the claimed batch: its inquiries are delivered.
+async fn acknowledge(store: &Store, batch: &shokai::store::ClaimedBatch, at: i64) {
+    store
+        .finish_batch(
+            &attempt(&batch.id, &batch.token, at),
+            &BatchFinish::Acknowledged,
+            None,
+        )
+        .await
         .unwrap();
-    (store, request, claimed)
+}
+
+/// The trail entry bank 0001's accepted answers get.
+fn bank_audit(at: i64) -> impl Fn(&Answer, i64) -> shokai::domain::audit::AuditEntry {
+    move |a: &Answer, revision: i64| shokai::domain::audit::AuditEntry {
+        at,
+        actor: "bank:0001".into(),
+        role: "bank".into(),
+        office: "0001".into(),
+        action: shokai::domain::audit::AuditAction::AnswerReceive,
+        target: format!("inquiry:{}#{revision}", a.inquiry_id),
+        case_id: None,
+        purpose: None,
+        legal_basis: None,
+    }
 }
 
 /// One answer batch holding every kind of answer at once: a first answer
@@ -290,14 +322,7 @@ async fn claimed_batch(
 async fn answer_batches_apply_in_order(url: String) {
     let (store, request, claimed) = claimed_batch(&url, "0001", 4).await;
     let t = now_millis();
-    store
-        .finish_batch(
-            &attempt(&claimed[0].id, &claimed[0].token, t),
-            &BatchFinish::Acknowledged,
-            None,
-        )
-        .await
-        .unwrap();
+    acknowledge(&store, &claimed[0], t).await;
     let ids: Vec<_> = request.inquiries.iter().map(|i| i.id.clone()).collect();
     store
         .cancel_inquiries(std::slice::from_ref(&ids[3]), "test", t)
@@ -320,17 +345,7 @@ async fn answer_batches_apply_in_order(url: String) {
         found(&ids[3], 5),
     ];
     let (head_before, _) = store.audit_head().await.unwrap();
-    let audit = |a: &Answer, revision: i64| shokai::domain::audit::AuditEntry {
-        at: t,
-        actor: "bank:0001".into(),
-        role: "bank".into(),
-        office: "0001".into(),
-        action: shokai::domain::audit::AuditAction::AnswerReceive,
-        target: format!("inquiry:{}#{revision}", a.inquiry_id),
-        case_id: None,
-        purpose: None,
-        legal_basis: None,
-    };
+    let audit = bank_audit(t);
     let out = store
         .apply_answers(&code("0001"), &batch, t, Some(&audit))
         .await
@@ -422,27 +437,10 @@ async fn long_answer_batches_are_filed_whole(url: String) {
         let request = crate::support::file_request_for(&store, 20, &["0001"]).await;
         ids.extend(request.inquiries.iter().map(|i| i.id.clone()));
     }
-    let sealed_at = now_millis() + 1;
-    seal_due_batches(&store, sealed_at).await.unwrap();
-    let claimed = store
-        .claim_due_batches(
-            sealed_at.max(now_millis()),
-            60_000,
-            10,
-            &BreakerPolicy::default(),
-        )
-        .await
-        .unwrap();
+    let claimed = seal_and_claim(&store).await;
     assert_eq!(claimed.len(), 1, "one batch of 300");
     let t = now_millis();
-    store
-        .finish_batch(
-            &attempt(&claimed[0].id, &claimed[0].token, t),
-            &BatchFinish::Acknowledged,
-            None,
-        )
-        .await
-        .unwrap();
+    acknowledge(&store, &claimed[0], t).await;
     let mut batch: Vec<Answer> = ids
         .iter()
         .enumerate()
@@ -452,17 +450,7 @@ async fn long_answer_batches_are_filed_whole(url: String) {
     corrected.response_id = "R2".into();
     batch.push(corrected);
     let (head_before, _) = store.audit_head().await.unwrap();
-    let audit = |a: &Answer, revision: i64| shokai::domain::audit::AuditEntry {
-        at: t,
-        actor: "bank:0001".into(),
-        role: "bank".into(),
-        office: "0001".into(),
-        action: shokai::domain::audit::AuditAction::AnswerReceive,
-        target: format!("inquiry:{}#{revision}", a.inquiry_id),
-        case_id: None,
-        purpose: None,
-        legal_basis: None,
-    };
+    let audit = bank_audit(t);
     let out = store
         .apply_answers(&code("0001"), &batch, t, Some(&audit))
         .await
