@@ -19,7 +19,8 @@ impl Store {
     /// Marks a case closed. Its open inquiries must be cancelled or answered
     /// first: a closed case asks nobody anything.
     pub async fn close_case(&self, id: &CaseId, now: i64) -> Result<()> {
-        let mut tx = self.begin(Priority::Background).await?;
+        // A caseworker closes the case and waits for it.
+        let mut tx = self.begin(Priority::Interactive).await?;
         // Lock the case first: a request being filed for it waits, or sees it
         // closed (insert_request takes the same lock).
         q(format!(
