@@ -69,6 +69,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0009_payload_encoding.sql"),
         postgres: include_str!("../../migrations/postgres/0009_payload_encoding.sql"),
     },
+    Migration {
+        version: 10,
+        name: "byte_collation",
+        sqlite: include_str!("../../migrations/sqlite/0010_byte_collation.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_byte_collation.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).
