@@ -469,6 +469,19 @@ impl Store {
                     .bind(InquiryState::Queued.as_str())
             },
         );
+        // The delivery queue (migration 0011): left when sealed or cancelled.
+        write.insert_rows(
+            "INSERT INTO inquiry_queue (inquiry_id, institution_code, created_at)",
+            3,
+            &request.inquiries,
+            "",
+            move |query, inq| {
+                query
+                    .bind(inq.id.as_str().to_owned())
+                    .bind(inq.target.institution.as_str().to_owned())
+                    .bind(now)
+            },
+        );
         write.insert_rows(
             "INSERT INTO inquiry_events (inquiry_id, at, to_state)",
             3,
@@ -781,6 +794,12 @@ impl Store {
             .bind(reason.to_owned())
             .execute(&mut *tx)
             .await?;
+            if state == InquiryState::Queued {
+                q("DELETE FROM inquiry_queue WHERE inquiry_id = $1".to_owned())
+                    .bind(id.as_str().to_owned())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             cancelled += 1;
         }
         tx.commit().await?;

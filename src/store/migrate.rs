@@ -75,6 +75,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0010_byte_collation.sql"),
         postgres: include_str!("../../migrations/postgres/0010_byte_collation.sql"),
     },
+    Migration {
+        version: 11,
+        name: "queue_table",
+        sqlite: include_str!("../../migrations/sqlite/0011_queue_table.sql"),
+        postgres: include_str!("../../migrations/postgres/0011_queue_table.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

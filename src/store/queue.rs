@@ -106,14 +106,6 @@ fn push_attempt<'a>(script: &mut Script<'a>, a: &'a AttemptRecord) {
     );
 }
 
-/// `inquiries.state` as an expression that no index matches. Statements
-/// that find inquiries by id or by batch and only check their state must
-/// not read every inquiry in that state: with a backlog queued, both
-/// planners chose `inquiries_queue` for `state = …` (on PostgreSQL a
-/// bitmap AND with the key's index), and one 500-row batch update took
-/// over a second.
-const STATE_UNINDEXED: &str = "(state || '')";
-
 /// One move of a batch's inquiries (see `push_batch_move`).
 struct Move<'a> {
     from: InquiryState,
@@ -147,7 +139,7 @@ impl Store {
         if self.dialect == Dialect::Postgres {
             script.push(
                 format!(
-                    "SELECT id FROM inquiries WHERE batch_id = $1 AND {STATE_UNINDEXED} = $2 \
+                    "SELECT id FROM inquiries WHERE batch_id = $1 AND state = $2 \
                      ORDER BY id{}",
                     self.dialect.for_update()
                 ),
@@ -155,11 +147,8 @@ impl Store {
             );
         }
         script.push(
-            format!(
-                "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-                 SELECT id, $1, $2, $3, $4 FROM inquiries \
-                 WHERE batch_id = $5 AND {STATE_UNINDEXED} = $6"
-            ),
+            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+             SELECT id, $1, $2, $3, $4 FROM inquiries WHERE batch_id = $5 AND state = $6",
             move |query| {
                 query
                     .bind(now)
@@ -171,10 +160,8 @@ impl Store {
             },
         );
         script.push(
-            format!(
-                "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-                 WHERE batch_id = $4 AND {STATE_UNINDEXED} = $5"
-            ),
+            "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
+             WHERE batch_id = $4 AND state = $5",
             move |query| {
                 query
                     .bind(to.as_str())
@@ -244,12 +231,11 @@ impl Store {
     /// decide whether to seal a batch now.
     pub async fn queued_institutions(&self) -> Result<Vec<QueuedInstitution>> {
         let rows = q(
-            "SELECT i.institution_code AS code, COUNT(*) AS n, MIN(i.created_at) AS oldest, \
-               s.max_batch_size, s.batch_max_age_ms FROM inquiries i \
-               JOIN institutions s ON s.code = i.institution_code \
-               WHERE i.state = 'queued' \
-               GROUP BY i.institution_code, s.max_batch_size, s.batch_max_age_ms \
-               ORDER BY MIN(i.created_at)"
+            "SELECT w.institution_code AS code, COUNT(*) AS n, MIN(w.created_at) AS oldest, \
+               s.max_batch_size, s.batch_max_age_ms FROM inquiry_queue w \
+               JOIN institutions s ON s.code = w.institution_code \
+               GROUP BY w.institution_code, s.max_batch_size, s.batch_max_age_ms \
+               ORDER BY MIN(w.created_at)"
                 .to_owned(),
         )
         .fetch_all(&self.pool)
@@ -276,10 +262,11 @@ impl Store {
         let rows = q("SELECT i.id, i.created_at, i.branches, i.due_date, r.kinds, r.reference_date, r.period_from, \
                r.period_to, r.legal_basis, c.office, s.id AS subject_id, s.kana_name, s.kanji_name, \
                s.birth_date, s.postal_code, s.address, s.former_kana_names \
-               FROM inquiries i JOIN requests r ON r.id = i.request_id \
+               FROM inquiry_queue w JOIN inquiries i ON i.id = w.inquiry_id \
+               JOIN requests r ON r.id = i.request_id \
                JOIN subjects s ON s.id = i.subject_id JOIN cases c ON c.id = i.case_id \
-               WHERE i.state = 'queued' AND i.institution_code = $1 \
-               ORDER BY i.created_at, i.id LIMIT $2"
+               WHERE w.institution_code = $1 \
+               ORDER BY w.created_at, w.inquiry_id LIMIT $2"
             .to_owned())
         .bind(institution.as_str().to_owned())
         .bind(limit)
@@ -395,7 +382,7 @@ impl Store {
             let update = write.push(
                 format!(
                     "UPDATE inquiries SET updated_at = $1, state = 'batched', batch_id = $2 \
-                     WHERE {STATE_UNINDEXED} = 'queued' AND id IN ({})",
+                     WHERE state = 'queued' AND id IN ({})",
                     placeholders(2, chunk.len())
                 ),
                 move |query| {
@@ -407,6 +394,17 @@ impl Store {
                 },
             );
             moves.push(update);
+            write.push(
+                format!(
+                    "DELETE FROM inquiry_queue WHERE inquiry_id IN ({})",
+                    placeholders(0, chunk.len())
+                ),
+                move |query| {
+                    chunk
+                        .iter()
+                        .fold(query, |query, i| query.bind(i.as_str().to_owned()))
+                },
+            );
             push_events(
                 &mut write,
                 chunk,

@@ -532,3 +532,82 @@ async fn migrations_are_idempotent(url: String) {
     store.close().await;
 }
 db_test!(migrations_are_idempotent, super::migrations_are_idempotent);
+
+/// The delivery queue holds exactly the queued inquiries: sealing takes
+/// them out, and so does a cancel, so the batcher never meets a cancelled
+/// inquiry (it would refuse the whole batch as a conflict).
+async fn cancelled_inquiries_leave_the_queue(url: String) {
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    make_push(&store, "0001", 10).await;
+    let request = crate::support::file_request_for(&store, 3, &["0001"]).await;
+    let cancelled = request.inquiries[1].id.clone();
+    let n = store
+        .cancel_inquiries(
+            std::slice::from_ref(&cancelled),
+            "filed twice",
+            now_millis(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+
+    assert_eq!(seal_due_batches(&store, now_millis() + 1).await.unwrap(), 1);
+    assert_eq!(seal_due_batches(&store, now_millis() + 1).await.unwrap(), 0);
+    let view = store.request(&request.id).await.unwrap().unwrap();
+    let states: Vec<(bool, InquiryState)> = view
+        .inquiries
+        .iter()
+        .map(|i| (i.id == cancelled, i.state))
+        .collect();
+    assert_eq!(states.len(), 3);
+    for (is_cancelled, state) in states {
+        let want = if is_cancelled {
+            InquiryState::Cancelled
+        } else {
+            InquiryState::Batched
+        };
+        assert_eq!(state, want);
+    }
+    store.close().await;
+}
+db_test!(
+    cancelled_inquiries_leave_the_queue,
+    super::cancelled_inquiries_leave_the_queue
+);
+
+/// Migration 0011 moves the queue out of the inquiries' index into a table
+/// of its own: inquiries queued before it are still delivered after it.
+async fn the_queue_table_migration_keeps_queued_inquiries(url: String) {
+    use sqlx::Connection;
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    make_push(&store, "0001", 10).await;
+    let request = crate::support::file_request_for(&store, 4, &["0001"]).await;
+    // Back to the schema before 0011, with the inquiries still queued.
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for sql in [
+        "DROP TABLE inquiry_queue",
+        "CREATE INDEX inquiries_queue ON inquiries (state, institution_code, created_at, id)",
+        "DELETE FROM shokai_migrations WHERE version = 11",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    store.migrate().await.unwrap();
+    assert_eq!(seal_due_batches(&store, now_millis() + 1).await.unwrap(), 1);
+    let view = store.request(&request.id).await.unwrap().unwrap();
+    assert_eq!(view.inquiries.len(), 4);
+    assert!(
+        view.inquiries
+            .iter()
+            .all(|i| i.state == InquiryState::Batched && i.batch_id.is_some())
+    );
+    store.close().await;
+}
+db_test!(
+    the_queue_table_migration_keeps_queued_inquiries,
+    super::the_queue_table_migration_keeps_queued_inquiries
+);
