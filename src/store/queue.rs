@@ -231,11 +231,12 @@ impl Store {
     /// decide whether to seal a batch now.
     pub async fn queued_institutions(&self) -> Result<Vec<QueuedInstitution>> {
         let rows = q(
-            "SELECT w.institution_code AS code, COUNT(*) AS n, MIN(w.created_at) AS oldest, \
-               s.max_batch_size, s.batch_max_age_ms FROM inquiry_queue w \
-               JOIN institutions s ON s.code = w.institution_code \
-               GROUP BY w.institution_code, s.max_batch_size, s.batch_max_age_ms \
-               ORDER BY MIN(w.created_at)"
+            // Grouped in the queue's own index order, then joined: grouped
+            // by the settings too, SQLite sorted the whole queue first.
+            "SELECT g.code, g.n, g.oldest, s.max_batch_size, s.batch_max_age_ms FROM \
+               (SELECT institution_code AS code, COUNT(*) AS n, MIN(created_at) AS oldest \
+                FROM inquiry_queue GROUP BY institution_code) g \
+               JOIN institutions s ON s.code = g.code ORDER BY g.oldest"
                 .to_owned(),
         )
         .fetch_all(&self.pool)
