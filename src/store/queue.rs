@@ -8,8 +8,8 @@
 use super::cases::branches_from_text;
 use super::script::Script;
 use super::{
-    Dialect, Priority, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str,
-    get_str, parse_date, placeholders, q,
+    Dialect, Priority, Query, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64,
+    get_opt_str, get_str, parse_date, placeholders, q,
 };
 use crate::domain::breaker::{Admission, BreakerPolicy, BreakerState};
 use crate::domain::ids::{BatchId, ClaimToken, InquiryId, SubjectId};
@@ -172,6 +172,12 @@ impl Store {
             },
         )
     }
+}
+
+/// Binds inquiry ids to the placeholders of an `id IN (…)` list, in order.
+fn bind_ids(query: Query, ids: &[InquiryId]) -> Query {
+    ids.iter()
+        .fold(query, |query, i| query.bind(i.as_str().to_owned()))
 }
 
 /// Adds history rows for inquiries that just moved `from` → `to` to a
@@ -373,11 +379,7 @@ impl Store {
                         placeholders(0, chunk.len()),
                         self.dialect.for_update()
                     ),
-                    move |query| {
-                        chunk
-                            .iter()
-                            .fold(query, |query, i| query.bind(i.as_str().to_owned()))
-                    },
+                    move |query| bind_ids(query, chunk),
                 );
             }
             let update = write.push(
@@ -386,13 +388,7 @@ impl Store {
                      WHERE state = 'queued' AND id IN ({})",
                     placeholders(2, chunk.len())
                 ),
-                move |query| {
-                    chunk
-                        .iter()
-                        .fold(query.bind(now).bind(id.as_str().to_owned()), |query, i| {
-                            query.bind(i.as_str().to_owned())
-                        })
-                },
+                move |query| bind_ids(query.bind(now).bind(id.as_str().to_owned()), chunk),
             );
             moves.push(update);
             write.push(
@@ -400,11 +396,7 @@ impl Store {
                     "DELETE FROM inquiry_queue WHERE inquiry_id IN ({})",
                     placeholders(0, chunk.len())
                 ),
-                move |query| {
-                    chunk
-                        .iter()
-                        .fold(query, |query, i| query.bind(i.as_str().to_owned()))
-                },
+                move |query| bind_ids(query, chunk),
             );
             push_events(
                 &mut write,

@@ -519,24 +519,19 @@ db_test!(
 /// An inquiry past its due date without an answer is flagged overdue in the
 /// request and in the case file; an answered one is not.
 async fn overdue_inquiries_are_flagged(url: String) {
-    use sqlx::Connection;
     let store = crate::support::open(&url).await;
     import_small_directory(&store).await;
     let request = crate::support::file_request_for(&store, 2, &["0001"]).await;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-    // Time passes: the due date is now behind us.
-    sqlx::query("UPDATE inquiries SET due_date = '2001-01-01'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
     let answered = request.inquiries[0].id.clone();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE inquiries SET state = 'not_found' WHERE id = '{answered}'"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    crate::support::execute_behind_the_store(
+        &url,
+        &[
+            // Time passes: the due date is now behind us.
+            "UPDATE inquiries SET due_date = '2001-01-01'",
+            &format!("UPDATE inquiries SET state = 'not_found' WHERE id = '{answered}'"),
+        ],
+    )
+    .await;
     let view = store.request(&request.id).await.unwrap().unwrap();
     let flags: Vec<(bool, bool)> = view
         .inquiries

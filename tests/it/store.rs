@@ -555,19 +555,14 @@ async fn cancelled_inquiries_leave_the_queue(url: String) {
     assert_eq!(seal_due_batches(&store, now_millis() + 1).await.unwrap(), 1);
     assert_eq!(seal_due_batches(&store, now_millis() + 1).await.unwrap(), 0);
     let view = store.request(&request.id).await.unwrap().unwrap();
-    let states: Vec<(bool, InquiryState)> = view
-        .inquiries
-        .iter()
-        .map(|i| (i.id == cancelled, i.state))
-        .collect();
-    assert_eq!(states.len(), 3);
-    for (is_cancelled, state) in states {
-        let want = if is_cancelled {
+    assert_eq!(view.inquiries.len(), 3);
+    for i in &view.inquiries {
+        let want = if i.id == cancelled {
             InquiryState::Cancelled
         } else {
             InquiryState::Batched
         };
-        assert_eq!(state, want);
+        assert_eq!(i.state, want);
     }
     store.close().await;
 }
@@ -579,22 +574,20 @@ db_test!(
 /// Migration 0011 moves the queue out of the inquiries' index into a table
 /// of its own: inquiries queued before it are still delivered after it.
 async fn the_queue_table_migration_keeps_queued_inquiries(url: String) {
-    use sqlx::Connection;
     let store = open(&url).await;
     import_small_directory(&store).await;
     make_push(&store, "0001", 10).await;
     let request = crate::support::file_request_for(&store, 4, &["0001"]).await;
     // Back to the schema before 0011, with the inquiries still queued.
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-    for sql in [
-        "DROP TABLE inquiry_queue",
-        "CREATE INDEX inquiries_queue ON inquiries (state, institution_code, created_at, id)",
-        "DELETE FROM shokai_migrations WHERE version = 11",
-    ] {
-        sqlx::query(sql).execute(&mut conn).await.unwrap();
-    }
-    conn.close().await.unwrap();
+    crate::support::execute_behind_the_store(
+        &url,
+        &[
+            "DROP TABLE inquiry_queue",
+            "CREATE INDEX inquiries_queue ON inquiries (state, institution_code, created_at, id)",
+            "DELETE FROM shokai_migrations WHERE version = 11",
+        ],
+    )
+    .await;
 
     store.migrate().await.unwrap();
     assert_eq!(seal_due_batches(&store, now_millis() + 1).await.unwrap(), 1);

@@ -98,6 +98,20 @@ pub async fn open(url: &str) -> Store {
     Store::open(&cfg).await.expect("open store")
 }
 
+/// Runs statements on a connection of its own, behind the store's back:
+/// for a test that sets up what the store would never write.
+pub async fn execute_behind_the_store(url: &str, statements: &[&str]) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
 pub fn code(c: &str) -> InstitutionCode {
     InstitutionCode::parse(c).unwrap()
 }
