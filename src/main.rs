@@ -11,6 +11,21 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// SQLite's C code still allocates with glibc's malloc, which gives each
+/// thread that allocates an arena of its own (up to eight per core) and
+/// keeps what is freed there. With one worker thread per SQLite connection
+/// the gateway's peak at the end of a 1M backlog run was 447 MB; with one
+/// arena it was 243–256 MB (BENCHMARKS.md, tenth session).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter, and it runs before
+    // any SQLite connection exists; glibc documents M_ARENA_MAX as settable
+    // at any time.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 use shokai::casework::Role;
 use shokai::domain::state::Channel;
 use shokai::domain::zengin::InstitutionCode;
@@ -591,6 +606,7 @@ fn init_logging(json: bool) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.json_logs);
     shokai::tls::install_crypto_provider();
