@@ -63,6 +63,17 @@ pub fn observe(
     h.count += 1;
 }
 
+/// The sum of a counter over every label set that has `label`: what this
+/// process has counted, read without a scrape.
+pub fn counter_sum(name: &str, label: (&str, &str)) -> u64 {
+    let r = REGISTRY.lock().expect("metrics lock");
+    r.counters
+        .iter()
+        .filter(|((n, l), _)| *n == name && l.iter().any(|(k, v)| (*k, v.as_str()) == label))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -152,6 +163,9 @@ mod tests {
     fn renders_the_text_format() {
         inc("test_things_total", "Things.", &[("kind", "a\"b")]);
         inc("test_things_total", "Things.", &[("kind", "a\"b")]);
+        inc("test_things_total", "Things.", &[("kind", "c")]);
+        assert_eq!(counter_sum("test_things_total", ("kind", "a\"b")), 2);
+        assert_eq!(counter_sum("test_things_total", ("kind", "d")), 0);
         observe("test_wait_seconds", "Waits.", &[], 0.2);
         let text = render(&[Gauge {
             name: "test_depth",
