@@ -119,10 +119,12 @@ impl Store {
     /// another, with their history written with `detail`; returns the index
     /// of the result whose `rows_affected` is how many moved. `failure` is
     /// the reason stored on the inquiries (None clears it). The history is
-    /// written from the same set the update then moves: on SQLite the write
-    /// transaction excludes every other writer, and on PostgreSQL the rows
-    /// are locked in id order first, as `apply_answers` does, so the two
-    /// cannot deadlock. Nothing travels back to us row by row.
+    /// written for the same set the update moves: on SQLite the write
+    /// transaction excludes every other writer between the two statements;
+    /// on PostgreSQL one statement locks the rows in id order, as
+    /// `apply_answers` does, so the two cannot deadlock, moves them, and
+    /// writes the history of what moved. Nothing travels back to us row by
+    /// row.
     fn push_batch_move<'a>(
         &self,
         script: &mut Script<'a>,
@@ -137,13 +139,26 @@ impl Store {
             detail,
         } = m;
         if self.dialect == Dialect::Postgres {
-            script.push(
+            return script.push(
                 format!(
-                    "SELECT id FROM inquiries WHERE batch_id = $1 AND state = $2 \
-                     ORDER BY id{}",
+                    "WITH locked AS MATERIALIZED (SELECT id FROM inquiries \
+                     WHERE batch_id = $4 AND state = $5 ORDER BY id{}), \
+                     moved AS (UPDATE inquiries SET state = $1, failure_reason = $2, \
+                     updated_at = $3 FROM locked WHERE inquiries.id = locked.id \
+                     AND inquiries.state = $5 RETURNING inquiries.id) \
+                     INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+                     SELECT id, $3, $5, $1, $6 FROM moved",
                     self.dialect.for_update()
                 ),
-                move |query| query.bind(batch.as_str().to_owned()).bind(from.as_str()),
+                move |query| {
+                    query
+                        .bind(to.as_str())
+                        .bind(failure.map(str::to_owned))
+                        .bind(now)
+                        .bind(batch.as_str().to_owned())
+                        .bind(from.as_str())
+                        .bind(detail.map(str::to_owned))
+                },
             );
         }
         script.push(
@@ -368,44 +383,54 @@ impl Store {
         );
         let mut moves = Vec::new();
         for chunk in inquiries.chunks(super::ROWS_PER_STATEMENT) {
-            if self.dialect == Dialect::Postgres {
-                // In id order, as every other path that locks inquiries
+            moves.push(if self.dialect == Dialect::Postgres {
+                // One statement, the ids sent and matched once. Locked in id
+                // order first, as every other path that locks inquiries
                 // does: the update alone takes them in whatever order its
                 // plan visits them, and met a batch finishing on another
-                // gateway in a deadlock.
+                // gateway in a deadlock. The history rows are the ones moved.
                 write.push(
                     format!(
-                        "SELECT id FROM inquiries WHERE id IN ({}) ORDER BY id{}",
-                        placeholders(0, chunk.len()),
+                        "WITH locked AS MATERIALIZED (SELECT id FROM inquiries WHERE id IN ({}) \
+                         ORDER BY id{}), \
+                         moved AS (UPDATE inquiries SET updated_at = $1, state = 'batched', \
+                         batch_id = $2 FROM locked WHERE inquiries.id = locked.id \
+                         AND inquiries.state = 'queued' RETURNING inquiries.id), \
+                         dequeued AS (DELETE FROM inquiry_queue \
+                         WHERE inquiry_id IN (SELECT id FROM moved)) \
+                         INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+                         SELECT id, $1, 'queued', 'batched', $2 FROM moved",
+                        placeholders(2, chunk.len()),
                         self.dialect.for_update()
+                    ),
+                    move |query| bind_ids(query.bind(now).bind(id.as_str().to_owned()), chunk),
+                )
+            } else {
+                let update = write.push(
+                    format!(
+                        "UPDATE inquiries SET updated_at = $1, state = 'batched', batch_id = $2 \
+                         WHERE state = 'queued' AND id IN ({})",
+                        placeholders(2, chunk.len())
+                    ),
+                    move |query| bind_ids(query.bind(now).bind(id.as_str().to_owned()), chunk),
+                );
+                write.push(
+                    format!(
+                        "DELETE FROM inquiry_queue WHERE inquiry_id IN ({})",
+                        placeholders(0, chunk.len())
                     ),
                     move |query| bind_ids(query, chunk),
                 );
-            }
-            let update = write.push(
-                format!(
-                    "UPDATE inquiries SET updated_at = $1, state = 'batched', batch_id = $2 \
-                     WHERE state = 'queued' AND id IN ({})",
-                    placeholders(2, chunk.len())
-                ),
-                move |query| bind_ids(query.bind(now).bind(id.as_str().to_owned()), chunk),
-            );
-            moves.push(update);
-            write.push(
-                format!(
-                    "DELETE FROM inquiry_queue WHERE inquiry_id IN ({})",
-                    placeholders(0, chunk.len())
-                ),
-                move |query| bind_ids(query, chunk),
-            );
-            push_events(
-                &mut write,
-                chunk,
-                now,
-                InquiryState::Queued,
-                InquiryState::Batched,
-                Some(id.as_str()),
-            );
+                push_events(
+                    &mut write,
+                    chunk,
+                    now,
+                    InquiryState::Queued,
+                    InquiryState::Batched,
+                    Some(id.as_str()),
+                );
+                update
+            });
         }
         let (tx, done) = self.begin_with(Priority::Background, write).await?;
         // All or nothing, so the ids asked for are the ids moved: no need to
