@@ -395,8 +395,8 @@ impl Store {
         let mut write = Script::new(self.dialect);
         write.insert_rows(
             "INSERT INTO answers (id, inquiry_id, revision, institution_code, response_id, \
-               outcome, refusal_code, refusal_reason, content_hash, received_at)",
-            10,
+               outcome, refusal_code, refusal_reason, content_hash, received_at, case_id)",
+            11,
             &filed_ids,
             "",
             move |query, &(f, id)| {
@@ -418,6 +418,7 @@ impl Store {
                     .bind(reason)
                     .bind(f.hash.clone())
                     .bind(now)
+                    .bind(f.case_id.clone())
             },
         );
         write.insert_owned_rows(
@@ -468,19 +469,6 @@ impl Store {
                     .bind(*pos)
                     .bind(o.kind.clone())
                     .bind(o.description.clone())
-            },
-        );
-        write.insert_rows(
-            "INSERT INTO case_file_entries (case_id, inquiry_id, answer_id, created_at)",
-            4,
-            &filed_ids,
-            "",
-            move |query, (f, answer_id)| {
-                query
-                    .bind(f.case_id.clone())
-                    .bind(f.answer.inquiry_id.as_str().to_owned())
-                    .bind(*answer_id)
-                    .bind(now)
             },
         );
         write.insert_rows(
@@ -585,13 +573,12 @@ impl Store {
             return Ok(None);
         };
         let rows = q(
-            "SELECT a.id AS answer_id, e.inquiry_id, i.subject_id, i.institution_code, \
+            "SELECT a.id AS answer_id, a.inquiry_id, i.subject_id, i.institution_code, \
                s.name AS institution_name, a.revision, i.answer_revision AS current_revision, \
                a.response_id, a.received_at, a.outcome, a.refusal_code, a.refusal_reason \
-               FROM case_file_entries e JOIN answers a ON a.id = e.answer_id \
-               JOIN inquiries i ON i.id = e.inquiry_id \
+               FROM answers a JOIN inquiries i ON i.id = a.inquiry_id \
                JOIN institutions s ON s.code = i.institution_code \
-               WHERE e.case_id = $1 ORDER BY e.id"
+               WHERE a.case_id = $1 ORDER BY a.id"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())
@@ -600,8 +587,8 @@ impl Store {
         let accounts = q(
             "SELECT c.id, c.answer_id, c.branch_code, c.account_type, c.number, c.holder_kana, \
                c.balance, c.as_of, c.last_tx_date FROM answer_accounts c \
-               JOIN case_file_entries e ON e.answer_id = c.answer_id \
-               WHERE e.case_id = $1 ORDER BY c.answer_id, c.position"
+               JOIN answers a ON a.id = c.answer_id \
+               WHERE a.case_id = $1 ORDER BY c.answer_id, c.position"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())
@@ -610,8 +597,8 @@ impl Store {
         let transactions = q(
             "SELECT t.account_id, t.date, t.description, t.debit, t.credit, t.balance \
                FROM answer_transactions t JOIN answer_accounts c ON c.id = t.account_id \
-               JOIN case_file_entries e ON e.answer_id = c.answer_id \
-               WHERE e.case_id = $1 ORDER BY t.account_id, t.position"
+               JOIN answers a ON a.id = c.answer_id \
+               WHERE a.case_id = $1 ORDER BY t.account_id, t.position"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())
@@ -619,8 +606,8 @@ impl Store {
         .await?;
         let holdings = q(
             "SELECT h.answer_id, h.kind, h.description FROM answer_other_holdings h \
-               JOIN case_file_entries e ON e.answer_id = h.answer_id \
-               WHERE e.case_id = $1 ORDER BY h.answer_id, h.position"
+               JOIN answers a ON a.id = h.answer_id \
+               WHERE a.case_id = $1 ORDER BY h.answer_id, h.position"
                 .to_owned(),
         )
         .bind(id.as_str().to_owned())
@@ -707,14 +694,15 @@ impl Store {
     }
 
     /// Answers filed twice with the same content for one inquiry, plus
-    /// answers without exactly one case-file entry: both break the
-    /// exactly-once promise (a consistency check for tests and operators).
+    /// answers filed in another case's file than their inquiry's: both
+    /// break the exactly-once promise (a consistency check for tests and
+    /// operators). An answer revision is its case-file entry.
     pub async fn duplicate_case_file_entries(&self) -> Result<i64> {
         let row = q(
             "SELECT (SELECT COUNT(*) FROM (SELECT inquiry_id, content_hash FROM answers \
                GROUP BY inquiry_id, content_hash HAVING COUNT(*) > 1) d) \
-               + (SELECT COUNT(*) FROM answers a WHERE (SELECT COUNT(*) FROM case_file_entries e \
-               WHERE e.answer_id = a.id) <> 1) AS n"
+               + (SELECT COUNT(*) FROM answers a JOIN inquiries i ON i.id = a.inquiry_id \
+               WHERE a.case_id <> i.case_id) AS n"
                 .to_owned(),
         )
         .fetch_one(&self.pool)

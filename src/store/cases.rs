@@ -363,8 +363,8 @@ impl Store {
         .transpose()
     }
 
-    /// Writes the request, its inquiries (queued) and their first history
-    /// event in one transaction: once this returns, nothing is lost.
+    /// Writes the request, its inquiries and their places in the queue in
+    /// one transaction: once this returns, nothing is lost.
     /// `audit` is written in the same transaction as the request: a request
     /// is never queued without its trace.
     pub async fn insert_request(
@@ -480,18 +480,6 @@ impl Store {
                     .bind(inq.id.as_str().to_owned())
                     .bind(inq.target.institution.as_str().to_owned())
                     .bind(now)
-            },
-        );
-        write.insert_rows(
-            "INSERT INTO inquiry_events (inquiry_id, at, to_state)",
-            3,
-            &request.inquiries,
-            "",
-            move |query, inq| {
-                query
-                    .bind(inq.id.as_str().to_owned())
-                    .bind(now)
-                    .bind(InquiryState::Queued.as_str())
             },
         );
         write.then_commit();
@@ -710,6 +698,14 @@ impl Store {
         .await?;
         let mut history: std::collections::HashMap<String, Vec<(InquiryState, i64)>> =
             std::collections::HashMap::new();
+        // The first step, queued at the submit, is the inquiry's own
+        // created_at: it is not stored again (migration 0013).
+        for r in &rows {
+            history.insert(
+                get_str(r, "id")?,
+                vec![(InquiryState::Queued, get_i64(r, "created_at")?)],
+            );
+        }
         for e in &events {
             history.entry(get_str(e, "inquiry_id")?).or_default().push((
                 InquiryState::parse(&get_str(e, "to_state")?)?,

@@ -81,6 +81,18 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0011_queue_table.sql"),
         postgres: include_str!("../../migrations/postgres/0011_queue_table.sql"),
     },
+    Migration {
+        version: 12,
+        name: "answers_file_the_case",
+        sqlite: include_str!("../../migrations/sqlite/0012_answers_file_the_case.sql"),
+        postgres: include_str!("../../migrations/postgres/0012_answers_file_the_case.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "history_from_submit",
+        sqlite: include_str!("../../migrations/sqlite/0013_history_from_submit.sql"),
+        postgres: include_str!("../../migrations/postgres/0013_history_from_submit.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

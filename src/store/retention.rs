@@ -73,14 +73,13 @@ impl Store {
             let id = get_str(&row, "id")?;
             let mut tx = self.begin(Priority::Background).await?;
             let mut case_counts = PurgeCounts::default();
-            let answers = "SELECT a.id FROM answers a JOIN inquiries i ON i.id = a.inquiry_id WHERE i.case_id = $1";
-            let steps: [(&str, String); 16] = [
+            let answers = "SELECT id FROM answers WHERE case_id = $1";
+            let steps: [(&str, String); 15] = [
                 ("", format!("DELETE FROM answer_transactions WHERE account_id IN \
                      (SELECT c.id FROM answer_accounts c WHERE c.answer_id IN ({answers}))")),
                 ("", format!("DELETE FROM answer_accounts WHERE answer_id IN ({answers})")),
                 ("", format!("DELETE FROM answer_other_holdings WHERE answer_id IN ({answers})")),
-                ("", "DELETE FROM case_file_entries WHERE case_id = $1".to_owned()),
-                ("answers", format!("DELETE FROM answers WHERE id IN ({answers})")),
+                ("answers", "DELETE FROM answers WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM inquiry_events WHERE inquiry_id IN (SELECT id FROM inquiries WHERE case_id = $1)".to_owned()),
                 ("", "DELETE FROM case_alerts WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM department_records WHERE case_id = $1".to_owned()),

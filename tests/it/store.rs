@@ -604,3 +604,73 @@ db_test!(
     the_queue_table_migration_keeps_queued_inquiries,
     super::the_queue_table_migration_keeps_queued_inquiries
 );
+
+/// Migrations 0012 and 0013 move the case file onto the answers and stop
+/// storing the submit as a history row: an inquiry answered before them
+/// keeps its case-file entry and its history, with the submit once, first.
+async fn the_case_file_migrations_keep_answers_and_history(url: String) {
+    let (store, request, claimed) = claimed_batch(&url, "0001", 2).await;
+    acknowledge(&store, &claimed[0], now_millis()).await;
+    let answered = request.inquiries[0].id.clone();
+    assert!(matches!(
+        store
+            .apply_answer(&code("0001"), &found(&answered, 100), now_millis())
+            .await
+            .unwrap(),
+        ApplyOutcome::Accepted { revision: 1, .. }
+    ));
+    let before = store.request(&request.id).await.unwrap().unwrap();
+    // Back to the schema before 0012: the entries in a table of their own,
+    // and a stored "queued" row at the head of every history.
+    let serial = if url.starts_with("postgres") {
+        "BIGSERIAL PRIMARY KEY"
+    } else {
+        "INTEGER PRIMARY KEY AUTOINCREMENT"
+    };
+    let create = format!(
+        "CREATE TABLE case_file_entries (id {serial}, case_id TEXT NOT NULL, \
+         inquiry_id TEXT NOT NULL, answer_id BIGINT NOT NULL UNIQUE, created_at BIGINT NOT NULL)"
+    );
+    crate::support::execute_behind_the_store(
+        &url,
+        &[
+            &create,
+            "INSERT INTO case_file_entries (case_id, inquiry_id, answer_id, created_at) \
+             SELECT case_id, inquiry_id, id, received_at FROM answers",
+            "DROP INDEX answers_case",
+            "ALTER TABLE answers DROP COLUMN case_id",
+            "INSERT INTO inquiry_events (inquiry_id, at, to_state) \
+             SELECT id, created_at, 'queued' FROM inquiries",
+            "DELETE FROM shokai_migrations WHERE version IN (12, 13)",
+        ],
+    )
+    .await;
+
+    store.migrate().await.unwrap();
+    let file = store.case_file(&before.case_id).await.unwrap().unwrap();
+    assert_eq!(file.entries.len(), 1);
+    assert_eq!(file.entries[0].inquiry_id, answered);
+    assert_eq!(store.duplicate_case_file_entries().await.unwrap(), 0);
+    let after = store.request(&request.id).await.unwrap().unwrap();
+    let states = |v: &shokai::store::RequestView| -> Vec<Vec<InquiryState>> {
+        v.inquiries
+            .iter()
+            .map(|i| i.history.iter().map(|(s, _)| *s).collect())
+            .collect()
+    };
+    assert_eq!(states(&after), states(&before));
+    assert_eq!(
+        states(&after)[0],
+        vec![
+            InquiryState::Queued,
+            InquiryState::Batched,
+            InquiryState::Delivered,
+            InquiryState::Answered
+        ]
+    );
+    store.close().await;
+}
+db_test!(
+    the_case_file_migrations_keep_answers_and_history,
+    super::the_case_file_migrations_keep_answers_and_history
+);
