@@ -59,6 +59,10 @@ async fn bench_completes_and_prints_its_json_line() {
     // The writer's held share is a fraction of the run (measured, not judged).
     let held = last["writer_held_ratio"].as_f64().unwrap();
     assert!(held > 0.0 && held <= 1.05, "{last}");
+    // So is the machine's CPU: some per inquiry, busy part of the time.
+    let cpu = last["machine_cpu_us_per_inquiry"].as_f64().unwrap();
+    let busy = last["machine_busy_ratio"].as_f64().unwrap();
+    assert!(cpu > 0.0 && busy > 0.0 && busy <= 1.0, "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
