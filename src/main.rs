@@ -11,6 +11,13 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use shokai::casework::Role;
+use shokai::domain::state::Channel;
+use shokai::domain::zengin::InstitutionCode;
+use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
+use shokai::store::{DEFAULT_DATABASE_URL, Store, StoreConfig};
+use shokai::{admin, demo, mockbank, pki};
+
 /// SQLite's C code still allocates with glibc's malloc, which gives each
 /// thread that allocates an arena of its own (up to eight per core) and
 /// keeps what is freed there. With one worker thread per SQLite connection
@@ -25,13 +32,6 @@ fn limit_malloc_arenas() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
-
-use shokai::casework::Role;
-use shokai::domain::state::Channel;
-use shokai::domain::zengin::InstitutionCode;
-use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
-use shokai::store::{DEFAULT_DATABASE_URL, Store, StoreConfig};
-use shokai::{admin, demo, mockbank, pki};
 
 #[derive(Parser)]
 #[command(

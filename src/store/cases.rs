@@ -698,14 +698,6 @@ impl Store {
         .await?;
         let mut history: std::collections::HashMap<String, Vec<(InquiryState, i64)>> =
             std::collections::HashMap::new();
-        // The first step, queued at the submit, is the inquiry's own
-        // created_at: it is not stored again (migration 0013).
-        for r in &rows {
-            history.insert(
-                get_str(r, "id")?,
-                vec![(InquiryState::Queued, get_i64(r, "created_at")?)],
-            );
-        }
         for e in &events {
             history.entry(get_str(e, "inquiry_id")?).or_default().push((
                 InquiryState::parse(&get_str(e, "to_state")?)?,
@@ -718,6 +710,12 @@ impl Store {
                 let id = get_str(r, "id")?;
                 let state = InquiryState::parse(&get_str(r, "state")?)?;
                 let due_date = parse_date(&get_str(r, "due_date")?)?;
+                let created_at = get_i64(r, "created_at")?;
+                // The first step, queued at the submit, is the inquiry's own
+                // created_at: it is not stored again (migration 0013).
+                let history = std::iter::once((InquiryState::Queued, created_at))
+                    .chain(history.remove(&id).unwrap_or_default())
+                    .collect();
                 Ok(InquiryView {
                     subject_id: SubjectId::from_trusted(get_str(r, "subject_id")?),
                     institution: InstitutionCode::from_trusted(get_str(r, "institution_code")?),
@@ -729,9 +727,9 @@ impl Store {
                     failure_reason: get_opt_str(r, "failure_reason")?,
                     answer_revision: get_i64(r, "answer_revision")?,
                     attempts: get_opt_i64(r, "attempts")?.unwrap_or(0),
-                    created_at: get_i64(r, "created_at")?,
+                    created_at,
                     updated_at: get_i64(r, "updated_at")?,
-                    history: history.remove(&id).unwrap_or_default(),
+                    history,
                     id: InquiryId::from_trusted(id),
                 })
             })

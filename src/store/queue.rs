@@ -138,6 +138,15 @@ impl Store {
             failure,
             detail,
         } = m;
+        // $1 … $5 of the update, on both databases.
+        let bind_move = move |query: Query| {
+            query
+                .bind(to.as_str())
+                .bind(failure.map(str::to_owned))
+                .bind(now)
+                .bind(batch.as_str().to_owned())
+                .bind(from.as_str())
+        };
         if self.dialect == Dialect::Postgres {
             return script.push(
                 format!(
@@ -150,15 +159,7 @@ impl Store {
                      SELECT id, $3, $5, $1, $6 FROM moved",
                     self.dialect.for_update()
                 ),
-                move |query| {
-                    query
-                        .bind(to.as_str())
-                        .bind(failure.map(str::to_owned))
-                        .bind(now)
-                        .bind(batch.as_str().to_owned())
-                        .bind(from.as_str())
-                        .bind(detail.map(str::to_owned))
-                },
+                move |query| bind_move(query).bind(detail.map(str::to_owned)),
             );
         }
         script.push(
@@ -177,14 +178,7 @@ impl Store {
         script.push(
             "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
              WHERE batch_id = $4 AND state = $5",
-            move |query| {
-                query
-                    .bind(to.as_str())
-                    .bind(failure.map(str::to_owned))
-                    .bind(now)
-                    .bind(batch.as_str().to_owned())
-                    .bind(from.as_str())
-            },
+            bind_move,
         )
     }
 }

@@ -262,12 +262,23 @@ async fn claimed_batch(
     shokai::domain::request::Request,
     Vec<shokai::store::ClaimedBatch>,
 ) {
+    let (store, request) = queued_request(url, bank, subjects).await;
+    let claimed = seal_and_claim(&store).await;
+    (store, request, claimed)
+}
+
+/// A store with the small directory, `bank` on push, and one request of
+/// `subjects` people to it, queued.
+async fn queued_request(
+    url: &str,
+    bank: &str,
+    subjects: usize,
+) -> (Store, shokai::domain::request::Request) {
     let store = open(url).await;
     import_small_directory(&store).await;
     make_push(&store, bank, 10).await;
     let request = crate::support::file_request_for(&store, subjects, &[bank]).await;
-    let claimed = seal_and_claim(&store).await;
-    (store, request, claimed)
+    (store, request)
 }
 
 /// Seals what is queued and claims the batches that are due.
@@ -537,10 +548,7 @@ db_test!(migrations_are_idempotent, super::migrations_are_idempotent);
 /// them out, and so does a cancel, so the batcher never meets a cancelled
 /// inquiry (it would refuse the whole batch as a conflict).
 async fn cancelled_inquiries_leave_the_queue(url: String) {
-    let store = open(&url).await;
-    import_small_directory(&store).await;
-    make_push(&store, "0001", 10).await;
-    let request = crate::support::file_request_for(&store, 3, &["0001"]).await;
+    let (store, request) = queued_request(&url, "0001", 3).await;
     let cancelled = request.inquiries[1].id.clone();
     let n = store
         .cancel_inquiries(
@@ -574,10 +582,7 @@ db_test!(
 /// Migration 0011 moves the queue out of the inquiries' index into a table
 /// of its own: inquiries queued before it are still delivered after it.
 async fn the_queue_table_migration_keeps_queued_inquiries(url: String) {
-    let store = open(&url).await;
-    import_small_directory(&store).await;
-    make_push(&store, "0001", 10).await;
-    let request = crate::support::file_request_for(&store, 4, &["0001"]).await;
+    let (store, request) = queued_request(&url, "0001", 4).await;
     // Back to the schema before 0011, with the inquiries still queued.
     crate::support::execute_behind_the_store(
         &url,
