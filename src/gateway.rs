@@ -11,7 +11,7 @@ use crate::connectors::{Connectors, ConnectorsConfig};
 use crate::delivery::{Engine, EngineConfig, EngineTuning};
 use crate::http::feed::{FeedConfig, FeedSender};
 use crate::http::{self, AppState, Servers};
-use crate::store::{Store, StoreConfig};
+use crate::store::{ChainWait, Dialect, Store, StoreConfig};
 use crate::tls::{
     ClientVerifier, Identity, ServerCert, load_certs, load_crls, reloadable_server_config,
 };
@@ -76,6 +76,10 @@ pub struct FeedSettings {
 /// The task lease under which one engine process re-queries departments.
 const REQUERY_TASK: &str = "department-requery";
 
+/// How often a gateway links the audit entries that PostgreSQL
+/// transactions left pending: the trail's lag behind the actions, at most.
+const AUDIT_CHAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct Gateway {
     pub store: Store,
     /// None when this process does not serve the APIs.
@@ -84,6 +88,7 @@ pub struct Gateway {
     engine: Option<Engine>,
     servers: Option<Servers>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    audit_chainer: Option<tokio::task::JoinHandle<()>>,
     requery: Option<tokio::task::JoinHandle<()>>,
     feed: Option<FeedSender>,
     pub connectors: Connectors,
@@ -194,6 +199,19 @@ impl Gateway {
             }
             _ => None,
         };
+        let audit_chainer = (store.dialect() == Dialect::Postgres).then(|| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(AUDIT_CHAIN_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.chain_pending_audit(ChainWait::Skip).await {
+                        tracing::error!(error = %e, "linking the audit trail failed");
+                    }
+                }
+            })
+        });
         let requery = match (config.run_engine, config.connectors.requery_every) {
             (true, Some(every)) if !connectors.is_empty() => {
                 let (store, connectors) = (store.clone(), connectors.clone());
@@ -257,6 +275,7 @@ impl Gateway {
             verifier,
             certificates: certificates_handle,
             retention,
+            audit_chainer,
             store,
             staff_addr: servers.as_ref().map(|s| s.staff_addr),
             bank_addr: servers.as_ref().and_then(|s| s.bank_addr),
@@ -299,7 +318,10 @@ impl Gateway {
 
     /// Stops taking requests, lets deliveries under way finish, closes the store.
     pub async fn stop(self) {
-        for task in [&self.retention, &self.requery].into_iter().flatten() {
+        for task in [&self.retention, &self.requery, &self.audit_chainer]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         if let Some(feed) = self.feed {
@@ -310,6 +332,11 @@ impl Gateway {
         }
         if let Some(engine) = self.engine {
             engine.stop().await;
+        }
+        // What the last transactions left unlinked; another gateway or the
+        // next read links it otherwise.
+        if let Err(e) = self.store.chain_pending_audit(ChainWait::Wait).await {
+            tracing::warn!(error = %e, "linking the audit trail at shutdown failed");
         }
         self.store.close().await;
     }

@@ -1,10 +1,15 @@
-//! The audit trail's storage: appends under a lock on `audit_head`, reads
-//! in order for verification and filtered for auditors.
+//! The audit trail's storage. On SQLite an appending transaction chains
+//! its entries itself (it is the one writer); on PostgreSQL it leaves them
+//! in `audit_pending` and a chainer links them under the lock on
+//! `audit_head`. Reads, in order for verification and filtered for
+//! auditors, link what is pending first.
 
 use sqlx::any::AnyRow;
 
 use super::script::{Done, Script};
-use super::{Dialect, Priority, Result, Store, StoreError, get_i64, get_opt_str, get_str, q};
+use super::{
+    Dialect, Priority, Query, Result, Store, StoreError, get_i64, get_opt_str, get_str, q,
+};
 use crate::domain::audit::{AuditAction, AuditEntry, ChainedEntry, chain_hash};
 
 #[derive(Debug, Clone, Default)]
@@ -21,28 +26,61 @@ pub struct AuditFilter {
 }
 
 fn entry_from_row(r: &AnyRow) -> Result<ChainedEntry> {
-    let action = get_str(r, "action")?;
     Ok(ChainedEntry {
         seq: get_i64(r, "seq")?,
-        entry: AuditEntry {
-            at: get_i64(r, "at")?,
-            actor: get_str(r, "actor")?,
-            role: get_str(r, "role")?,
-            office: get_str(r, "office")?,
-            action: AuditAction::parse(&action)
-                .ok_or_else(|| StoreError::Corrupt(format!("audit action '{action}'")))?,
-            target: get_str(r, "target")?,
-            case_id: get_opt_str(r, "case_id")?,
-            purpose: get_opt_str(r, "purpose")?,
-            legal_basis: get_opt_str(r, "legal_basis")?,
-        },
+        entry: entry_from_columns(r)?,
         prev_hash: get_str(r, "prev_hash")?,
         hash: get_str(r, "hash")?,
     })
 }
 
-const COLUMNS: &str =
-    "seq, at, actor, role, office, action, target, case_id, purpose, legal_basis, prev_hash, hash";
+/// An entry from the columns of `ENTRY_COLUMNS`.
+fn entry_from_columns(r: &AnyRow) -> Result<AuditEntry> {
+    let action = get_str(r, "action")?;
+    Ok(AuditEntry {
+        at: get_i64(r, "at")?,
+        actor: get_str(r, "actor")?,
+        role: get_str(r, "role")?,
+        office: get_str(r, "office")?,
+        action: AuditAction::parse(&action)
+            .ok_or_else(|| StoreError::Corrupt(format!("audit action '{action}'")))?,
+        target: get_str(r, "target")?,
+        case_id: get_opt_str(r, "case_id")?,
+        purpose: get_opt_str(r, "purpose")?,
+        legal_basis: get_opt_str(r, "legal_basis")?,
+    })
+}
+
+/// Binds an entry's values in the order of `ENTRY_COLUMNS`.
+fn bind_entry(query: Query, e: &AuditEntry) -> Query {
+    query
+        .bind(e.at)
+        .bind(e.actor.clone())
+        .bind(e.role.clone())
+        .bind(e.office.clone())
+        .bind(e.action.as_str())
+        .bind(e.target.clone())
+        .bind(e.case_id.clone())
+        .bind(e.purpose.clone())
+        .bind(e.legal_basis.clone())
+}
+
+/// What an entry says, chained or not.
+const ENTRY_COLUMNS: &str =
+    "at, actor, role, office, action, target, case_id, purpose, legal_basis";
+
+/// How many pending entries one chaining transaction links: bounded, so
+/// that a backlog of entries does not become one long transaction.
+const CHAIN_PER_TRANSACTION: usize = 5_000;
+
+/// Whether `Store::chain_pending_audit` waits for another chainer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainWait {
+    /// Wait, then link what is left: before a read of the trail.
+    Wait,
+    /// Return at once if another chainer is at work: periodic runs.
+    Skip,
+}
 
 /// The chain's last number and hash, as read under the write lock.
 struct AuditHead {
@@ -82,29 +120,37 @@ impl Store {
         tx: &mut super::WriteTx,
         entries: &[AuditEntry],
     ) -> Result<()> {
-        let mut read = Script::new(self.dialect);
-        let head = self.read_audit_head(&mut read);
-        let head = AuditHead::from(&read.run(tx).await?[head])?;
-        let mut write = Script::new(self.dialect);
-        self.chain_audit(&mut write, head, entries);
-        write.run(tx).await?;
+        match self.dialect {
+            Dialect::Sqlite => {
+                let mut read = Script::new(self.dialect);
+                let head = self.read_audit_head(&mut read);
+                let head = AuditHead::from(&read.run(tx).await?[head])?;
+                let mut write = Script::new(self.dialect);
+                self.chain_audit(&mut write, head, entries);
+                write.run(tx).await?;
+            }
+            Dialect::Postgres => {
+                let mut write = Script::new(self.dialect);
+                self.leave_audit_pending(&mut write, entries);
+                write.run(tx).await?;
+            }
+        }
         Ok(())
     }
 
     /// Adds the read of the chain's head to the first script of a
     /// transaction that will append to it, on SQLite: one round trip fewer,
     /// and the write lock excludes every other writer anyway. Returns the
-    /// result's index for `run_audited`, or None on PostgreSQL, where the
-    /// head's row lock serialises every audited transaction and is taken
-    /// last, after the transaction's other writes.
+    /// result's index for `run_audited`, or None on PostgreSQL, where
+    /// entries are left for the chainer (`chain_pending_audit`).
     pub(super) fn read_audit_head_early(&self, script: &mut Script<'_>) -> Option<usize> {
         (self.dialect == Dialect::Sqlite).then(|| self.read_audit_head(script))
     }
 
     /// Runs `write` and appends `entries` to the trail in the same
     /// transaction: chained on the head read early (`read_audit_head_early`)
-    /// in the same script, or else after it, reading and locking the head
-    /// then. Returns `write`'s results.
+    /// in the same script on SQLite, left for the chainer in the same
+    /// script on PostgreSQL. Returns `write`'s results.
     pub(super) async fn run_audited<'a>(
         &self,
         tx: &mut super::WriteTx,
@@ -115,17 +161,89 @@ impl Store {
         if entries.is_empty() {
             return write.run(tx).await;
         }
-        match early_head {
-            Some(head) => {
-                self.chain_audit(&mut write, AuditHead::from(head)?, entries);
-                write.run(tx).await
-            }
-            None => {
+        match (early_head, self.dialect) {
+            (Some(head), _) => self.chain_audit(&mut write, AuditHead::from(head)?, entries),
+            (None, Dialect::Postgres) => self.leave_audit_pending(&mut write, entries),
+            (None, Dialect::Sqlite) => {
                 // The trail comes after: the caller's commit ends it.
                 write.keep_open();
                 let done = write.run(tx).await?;
                 self.append_audit_in(tx, entries).await?;
-                Ok(done)
+                return Ok(done);
+            }
+        }
+        write.run(tx).await
+    }
+
+    /// Adds `entries`, unchained, to a script of the transaction that does
+    /// what they record (PostgreSQL). No lock is taken: the chainer links
+    /// them after the commit.
+    fn leave_audit_pending<'a>(&self, script: &mut Script<'a>, entries: &'a [AuditEntry]) {
+        script.insert_rows(
+            &format!("INSERT INTO audit_pending ({ENTRY_COLUMNS})"),
+            9,
+            entries,
+            "",
+            bind_entry,
+        );
+    }
+
+    /// Links the entries left by committed transactions into the chain, in
+    /// the order of their ids, a few thousand per transaction, and returns
+    /// how many it linked. Chainers exclude each other by the head's row
+    /// lock: with `ChainWait::Wait` this waits for one at work and then
+    /// links what it left, so that a read that follows sees every entry
+    /// committed before the call; with `ChainWait::Skip` it returns at once
+    /// instead (the gateways' periodic runs). Nothing to do on SQLite.
+    pub async fn chain_pending_audit(&self, wait: ChainWait) -> Result<u64> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(0);
+        }
+        let lock = match wait {
+            ChainWait::Wait => " FOR NO KEY UPDATE",
+            ChainWait::Skip => " FOR NO KEY UPDATE SKIP LOCKED",
+        };
+        let mut linked = 0;
+        loop {
+            let mut tx = self.begin(Priority::Background).await?;
+            let mut take = Script::new(self.dialect);
+            let head = take.push(
+                format!("SELECT seq, hash FROM audit_head WHERE id = 1{lock}"),
+                |query| query,
+            );
+            let mut done = take.run(&mut tx).await?;
+            if done[head].rows.is_empty() {
+                // Another chainer is at work (Skip).
+                return Ok(linked);
+            }
+            let head = AuditHead::from(&done[head])?;
+            let mut take = Script::new(self.dialect);
+            let pending = take.push(
+                format!(
+                    "DELETE FROM audit_pending WHERE id IN \
+                     (SELECT id FROM audit_pending ORDER BY id LIMIT {CHAIN_PER_TRANSACTION}) \
+                     RETURNING id, {ENTRY_COLUMNS}"
+                ),
+                |query| query,
+            );
+            done = take.run(&mut tx).await?;
+            let rows = std::mem::take(&mut done[pending].rows);
+            if rows.is_empty() {
+                return Ok(linked);
+            }
+            let mut entries = rows
+                .iter()
+                .map(|r| Ok((get_i64(r, "id")?, entry_from_columns(r)?)))
+                .collect::<Result<Vec<_>>>()?;
+            entries.sort_unstable_by_key(|(id, _)| *id);
+            let entries: Vec<AuditEntry> = entries.into_iter().map(|(_, e)| e).collect();
+            let mut write = Script::new(self.dialect);
+            self.chain_audit(&mut write, head, &entries);
+            write.run(&mut tx).await?;
+            tx.commit().await?;
+            linked += entries.len() as u64;
+            if entries.len() < CHAIN_PER_TRANSACTION {
+                return Ok(linked);
             }
         }
     }
@@ -158,22 +276,12 @@ impl Store {
             chained.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
         }
         script.insert_owned_rows(
-            &format!("INSERT INTO audit_log ({COLUMNS})"),
+            &format!("INSERT INTO audit_log (seq, {ENTRY_COLUMNS}, prev_hash, hash)"),
             12,
             chained,
             "",
             |query, (seq, e, prev, hash)| {
-                query
-                    .bind(*seq)
-                    .bind(e.at)
-                    .bind(e.actor.clone())
-                    .bind(e.role.clone())
-                    .bind(e.office.clone())
-                    .bind(e.action.as_str())
-                    .bind(e.target.clone())
-                    .bind(e.case_id.clone())
-                    .bind(e.purpose.clone())
-                    .bind(e.legal_basis.clone())
+                bind_entry(query.bind(*seq), e)
                     .bind(prev.clone())
                     .bind(hash.clone())
             },
@@ -184,16 +292,20 @@ impl Store {
         );
     }
 
-    /// The last number and hash of the chain.
+    /// The last number and hash of the chain, every entry committed
+    /// before the call linked into it.
     pub async fn audit_head(&self) -> Result<(i64, String)> {
+        self.chain_pending_audit(ChainWait::Wait).await?;
         let head = q("SELECT seq, hash FROM audit_head WHERE id = 1".to_owned())
             .fetch_one(&self.pool)
             .await?;
         Ok((get_i64(&head, "seq")?, get_str(&head, "hash")?))
     }
 
-    /// Entries matching the filter, in chain order.
+    /// Entries matching the filter, in chain order, every entry committed
+    /// before the call linked into the chain first.
     pub async fn audit_entries(&self, f: &AuditFilter) -> Result<Vec<ChainedEntry>> {
+        self.chain_pending_audit(ChainWait::Wait).await?;
         let mut conditions = Vec::new();
         let mut binds: Vec<String> = Vec::new();
         let mut ints: Vec<i64> = Vec::new();
@@ -221,7 +333,7 @@ impl Store {
             format!("WHERE {}", conditions.join(" AND "))
         };
         let mut query = q(format!(
-            "SELECT {COLUMNS} FROM audit_log {filter} ORDER BY seq LIMIT ${}",
+            "SELECT seq, {ENTRY_COLUMNS}, prev_hash, hash FROM audit_log {filter} ORDER BY seq LIMIT ${}",
             binds.len() + ints.len() + 1
         ));
         for b in binds {

@@ -93,6 +93,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0013_history_from_submit.sql"),
         postgres: include_str!("../../migrations/postgres/0013_history_from_submit.sql"),
     },
+    Migration {
+        version: 14,
+        name: "audit_pending",
+        sqlite: include_str!("../../migrations/sqlite/0014_audit_pending.sql"),
+        postgres: include_str!("../../migrations/postgres/0014_audit_pending.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

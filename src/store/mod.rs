@@ -39,7 +39,7 @@ pub use accounts::UserRecord;
 pub use answers::{
     AnswerAudit, ApplyOutcome, CaseFile, CaseFileEntry, StoredAccount, SubjectTotal,
 };
-pub use audit::AuditFilter;
+pub use audit::{AuditFilter, ChainWait};
 pub use cases::{
     AlertChange, AlertRecord, CaseInsert, CaseRecord, CaseSummary, InquiryView, RequestInsert,
     RequestView, TokenRecord,

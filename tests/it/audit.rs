@@ -222,19 +222,7 @@ db_test!(
 async fn a_tampered_row_fails_verification_and_is_named() {
     let db = crate::support::sqlite_db();
     let store = crate::support::open(&db.url).await;
-    let entries: Vec<_> = (0..5)
-        .map(|i| shokai::domain::audit::AuditEntry {
-            at: 1_000 + i,
-            actor: "token:x".into(),
-            role: "caseworker".into(),
-            office: "131016".into(),
-            action: shokai::domain::audit::AuditAction::CaseRead,
-            target: format!("case:{i}"),
-            case_id: Some(format!("{i}")),
-            purpose: None,
-            legal_basis: None,
-        })
-        .collect();
+    let entries: Vec<_> = (0..5).map(read_entry).collect();
     store.append_audit(&entries).await.unwrap();
     let verify = || async {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shokai"))
@@ -325,4 +313,133 @@ async fn logs_carry_no_personal_data() {
         assert!(!found, "the log carries '{secret}'");
     }
     s.store.close().await;
+}
+
+fn read_entry(i: i64) -> shokai::domain::audit::AuditEntry {
+    shokai::domain::audit::AuditEntry {
+        at: 1_000 + i,
+        actor: "token:x".into(),
+        role: "caseworker".into(),
+        office: "131016".into(),
+        action: shokai::domain::audit::AuditAction::CaseRead,
+        target: format!("case:{i}"),
+        case_id: Some(format!("{i}")),
+        purpose: None,
+        legal_basis: None,
+    }
+}
+
+/// Appends from many tasks at once, with a chainer running beside them,
+/// end as one intact chain holding every entry exactly once.
+async fn concurrent_appends_make_one_intact_chain(url: String) {
+    let store = crate::support::open(&url).await;
+    let (tasks, appends) = (6i64, 30i64);
+    let writers: Vec<_> = (0..tasks)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..appends {
+                    let first = (t * appends + n) * 3;
+                    let entries: Vec<_> = (first..first + 1 + n % 3).map(read_entry).collect();
+                    store.append_audit(&entries).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let chainer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                store
+                    .chain_pending_audit(shokai::store::ChainWait::Skip)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    chainer.abort();
+    let expected = tasks * (0..appends).map(|n| 1 + n % 3).sum::<i64>();
+    match admin::verify_audit(&store).await.unwrap() {
+        admin::AuditVerdict::Intact { entries, .. } => assert_eq!(entries, expected),
+        admin::AuditVerdict::Broken(b) => panic!("broken at {}: {}", b.seq, b.reason),
+    }
+    let mut targets: Vec<String> = store
+        .audit_entries(&shokai::store::AuditFilter {
+            limit: expected + 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.entry.target)
+        .collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len() as i64, expected, "each entry once");
+    store.close().await;
+}
+db_test!(
+    concurrent_appends_make_one_intact_chain,
+    super::concurrent_appends_make_one_intact_chain
+);
+
+/// On PostgreSQL an audited transaction does not wait for the chain's
+/// head: with the head's row held by another session, an append commits,
+/// a periodic chainer passes, and the next read links the entry once the
+/// head is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_do_not_wait_for_the_chain_head_on_postgres() {
+    let Some(db) = crate::support::postgres_db().await else {
+        eprintln!("skipped: SHOKAI_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let store = crate::support::open(&db.url).await;
+    store.append_audit(&[read_entry(1)]).await.unwrap();
+    let (seq_before, _) = store.audit_head().await.unwrap();
+    assert_eq!(seq_before, 1);
+
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        store.append_audit(&[read_entry(2), read_entry(3)]),
+    )
+    .await
+    .expect("an append does not wait for the head")
+    .unwrap();
+    let linked = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.chain_pending_audit(shokai::store::ChainWait::Skip),
+    )
+    .await
+    .expect("a periodic chainer passes a held head")
+    .unwrap();
+    assert_eq!(linked, 0);
+
+    // A read waits for the head, then links what is pending.
+    let read = {
+        let store = store.clone();
+        tokio::spawn(async move { store.audit_head().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!read.is_finished(), "the read waits for the held head");
+    held.rollback().await.unwrap();
+    let (seq, head) = read.await.unwrap();
+    assert_eq!(seq, 3);
+    match admin::verify_audit(&store).await.unwrap() {
+        admin::AuditVerdict::Intact { entries, head: h } => {
+            assert_eq!((entries, h), (3, head));
+        }
+        admin::AuditVerdict::Broken(b) => panic!("broken at {}: {}", b.seq, b.reason),
+    }
+    store.close().await;
+    db.drop_postgres().await;
 }

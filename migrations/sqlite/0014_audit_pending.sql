@@ -1,0 +1,5 @@
+-- Nothing to do on SQLite: PostgreSQL's audited transactions now leave
+-- their entries in audit_pending for a chainer, to stop queueing for the
+-- head's row lock. SQLite has one writer at a time, which holds the head
+-- as a matter of course, so its transactions still chain their entries
+-- themselves.
