@@ -51,6 +51,8 @@ pub(super) struct Script<'a> {
     begins: bool,
     /// Whether the script ends its transaction (`then_commit`).
     commits: bool,
+    /// Whether PostgreSQL runs the writes as one statement (`fuse_writes`).
+    fuses: bool,
 }
 
 impl<'a> Script<'a> {
@@ -61,7 +63,19 @@ impl<'a> Script<'a> {
             items: 0,
             begins: false,
             commits: false,
+            fuses: false,
         }
+    }
+
+    /// On PostgreSQL, sends the script's statements as few statements as
+    /// possible, one round trip each: every statement but the last becomes
+    /// a data-modifying `WITH` of the next. Only for scripts of writes
+    /// that do not depend on each other's changes (they share one snapshot)
+    /// and whose results are not read, but for the last's. A statement
+    /// that has a `WITH` of its own runs alone. No change on SQLite, where
+    /// a script is one round trip anyway.
+    pub fn fuse_writes(&mut self) {
+        self.fuses = true;
     }
 
     /// Commits the transaction with the script's last statements, on
@@ -221,10 +235,13 @@ impl<'a> Script<'a> {
     }
 
     /// The statements as round trips: on SQLite, runs of statements that can
-    /// share one query (their placeholders made anonymous); otherwise one
-    /// statement each.
-    fn groups(self) -> Vec<Vec<Part<'a>>> {
+    /// share one query (their placeholders made anonymous); on PostgreSQL
+    /// one statement each, fused first if asked (`fuse_writes`).
+    fn groups(mut self) -> Vec<Vec<Part<'a>>> {
         let dialect = self.dialect;
+        if dialect == Dialect::Postgres && self.fuses {
+            self.parts = fuse(std::mem::take(&mut self.parts));
+        }
         let mut groups: Vec<Vec<Part<'a>>> = Vec::new();
         let mut open = false;
         for mut part in self.parts {
@@ -242,6 +259,106 @@ impl<'a> Script<'a> {
     }
 }
 
+/// PostgreSQL's limit on the parameters of one statement.
+const MAX_PARAMETERS: usize = 65_535;
+
+/// Joins runs of statements into one each (`Script::fuse_writes`): all but
+/// the last of a run become `WITH w0 AS (…), w1 AS (…)` before it, their
+/// placeholders renumbered after the ones before them, their values bound
+/// in the same order. A run ends at a statement with a `WITH` of its own
+/// (PostgreSQL allows data-modifying `WITH`s only at the top) or where the
+/// parameters would pass PostgreSQL's limit. The run's result is the last
+/// statement's.
+fn fuse(parts: Vec<Part<'_>>) -> Vec<Part<'_>> {
+    let mut fused: Vec<Part<'_>> = Vec::new();
+    let mut run: Vec<(Part<'_>, usize)> = Vec::new();
+    let mut run_parameters = 0;
+    for part in parts {
+        let parameters = highest_placeholder(&part.sql);
+        let alone = part.sql.trim_start().starts_with("WITH");
+        if alone || run_parameters + parameters > MAX_PARAMETERS {
+            fused.extend(join_run(std::mem::take(&mut run)));
+            run_parameters = 0;
+        }
+        if alone {
+            fused.push(part);
+        } else {
+            run_parameters += parameters;
+            run.push((part, parameters));
+        }
+    }
+    fused.extend(join_run(run));
+    fused
+}
+
+/// One statement of a run of `fuse` (none for an empty run).
+fn join_run<'a>(run: Vec<(Part<'a>, usize)>) -> Option<Part<'a>> {
+    if run.len() <= 1 {
+        return run.into_iter().next().map(|(part, _)| part);
+    }
+    let last = run.len() - 1;
+    let (mut sql, mut offset) = (String::from("WITH "), 0);
+    let mut binders = Vec::with_capacity(run.len());
+    let mut item = None;
+    for (n, (part, parameters)) in run.into_iter().enumerate() {
+        let renumbered = renumber_placeholders(&part.sql, offset);
+        offset += parameters;
+        if n == last {
+            sql.push(' ');
+            sql.push_str(&renumbered);
+            item = part.item;
+        } else {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("w{n} AS ({renumbered})"));
+        }
+        binders.push(part.bind);
+    }
+    Some(Part {
+        sql,
+        bind: Box::new(move |query| binders.into_iter().fold(query, |query, bind| bind(query))),
+        item,
+    })
+}
+
+/// The placeholders' `$n` positions and numbers in `sql`.
+fn placeholders_in(sql: &str) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let bytes = sql.as_bytes();
+    (0..bytes.len()).filter_map(move |i| {
+        if bytes[i] != b'$' {
+            return None;
+        }
+        let digits = bytes[i + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let n = sql.get(i + 1..i + 1 + digits)?.parse().ok()?;
+        Some((i, digits, n))
+    })
+}
+
+/// The highest `$n` in `sql`: how many values it binds.
+fn highest_placeholder(sql: &str) -> usize {
+    placeholders_in(sql).map(|(_, _, n)| n).max().unwrap_or(0)
+}
+
+/// `sql` with every `$n` made `$(n + offset)`.
+fn renumber_placeholders(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + sql.len() / 8);
+    let mut copied = 0;
+    for (at, digits, n) in placeholders_in(sql) {
+        out.push_str(&sql[copied..at]);
+        out.push_str(&format!("${}", n + offset));
+        copied = at + 1 + digits;
+    }
+    out.push_str(&sql[copied..]);
+    out
+}
+
 /// The transaction's own BEGIN or COMMIT as a statement of a script.
 fn control<'a>(sql: &'static str) -> Part<'a> {
     Part {
@@ -256,10 +373,7 @@ fn control<'a>(sql: &'static str) -> Part<'a> {
 /// (SQLite would bind `$n` by number and the next statement's `?`s from
 /// the wrong offset).
 fn has_numbered_placeholder(sql: &str) -> bool {
-    let bytes = sql.as_bytes();
-    bytes
-        .windows(2)
-        .any(|w| w[0] == b'$' && w[1].is_ascii_digit())
+    placeholders_in(sql).next().is_some()
 }
 
 #[cfg(test)]
@@ -381,5 +495,84 @@ mod tests {
         assert!(err.is_unique_violation(), "{err}");
         drop(tx);
         assert_eq!(committed_rows(&store).await, 0);
+    }
+
+    fn part(sql: &str) -> super::Part<'static> {
+        super::Part {
+            sql: sql.to_owned(),
+            bind: Box::new(|query| query),
+            item: Some(0),
+        }
+    }
+
+    #[test]
+    fn fused_writes_renumber_placeholders_in_order() {
+        let fused = super::fuse(vec![
+            part("INSERT INTO a (x, y) VALUES ($1, $2)"),
+            part("UPDATE b SET v = $2 WHERE id = $1 AND w = $2"),
+            part("INSERT INTO c (z) VALUES ($1)"),
+        ]);
+        assert_eq!(fused.len(), 1);
+        assert_eq!(
+            fused[0].sql,
+            "WITH w0 AS (INSERT INTO a (x, y) VALUES ($1, $2)), \
+             w1 AS (UPDATE b SET v = $4 WHERE id = $3 AND w = $4) \
+             INSERT INTO c (z) VALUES ($5)"
+        );
+    }
+
+    #[test]
+    fn a_statement_with_its_own_with_runs_alone() {
+        let fused = super::fuse(vec![
+            part("INSERT INTO a VALUES ($1)"),
+            part("INSERT INTO b VALUES ($1)"),
+            part("WITH m AS (DELETE FROM q RETURNING id) INSERT INTO e SELECT id FROM m"),
+            part("INSERT INTO c VALUES ($1)"),
+        ]);
+        let sql: Vec<&str> = fused.iter().map(|p| p.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            [
+                "WITH w0 AS (INSERT INTO a VALUES ($1)) INSERT INTO b VALUES ($2)",
+                "WITH m AS (DELETE FROM q RETURNING id) INSERT INTO e SELECT id FROM m",
+                "INSERT INTO c VALUES ($1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fused_statement_stays_within_the_parameter_limit() {
+        let wide = format!(
+            "INSERT INTO a VALUES ({})",
+            (1..=40_000)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let fused = super::fuse(vec![
+            part(&wide),
+            part(&wide),
+            part("INSERT INTO b VALUES ($1)"),
+        ]);
+        assert_eq!(fused.len(), 2);
+        assert_eq!(fused[0].sql, wide);
+        assert!(fused[1].sql.ends_with("INSERT INTO b VALUES ($40001)"));
+    }
+
+    proptest::proptest! {
+        /// Renumbering moves every placeholder by the offset and leaves
+        /// the rest of the text as it was.
+        #[test]
+        fn renumbering_shifts_every_placeholder(
+            pieces in proptest::collection::vec(("[a-z ,()=']{0,6}", 1usize..300), 0..20),
+            offset in 0usize..70_000,
+        ) {
+            let sql: String = pieces.iter().map(|(t, n)| format!("{t}${n}")).collect();
+            let shifted = super::renumber_placeholders(&sql, offset);
+            let expected: String = pieces.iter().map(|(t, n)| format!("{t}${}", n + offset)).collect();
+            proptest::prop_assert_eq!(&shifted, &expected);
+            let highest = pieces.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            proptest::prop_assert_eq!(super::highest_placeholder(&sql), highest);
+        }
     }
 }
