@@ -687,7 +687,8 @@ impl Store {
         let rows = q(format!(
             "SELECT i.id, i.subject_id, i.institution_code, i.branches, i.state, i.batch_id, \
              i.due_date, i.failure_reason, i.answer_revision, i.created_at, i.updated_at, \
-             b.attempts FROM inquiries i LEFT JOIN batches b ON b.id = i.batch_id \
+             b.attempts, b.created_at AS batched_at \
+             FROM inquiries i LEFT JOIN batches b ON b.id = i.batch_id \
              WHERE {condition} ORDER BY i.created_at, i.id"
         ))
         .bind(value.to_owned())
@@ -716,8 +717,12 @@ impl Store {
                 let due_date = parse_date(&get_str(r, "due_date")?)?;
                 let created_at = get_i64(r, "created_at")?;
                 // The first step, queued at the submit, is the inquiry's own
-                // created_at: it is not stored again (migration 0013).
+                // created_at (migration 0013), and the second, into its
+                // batch, the batch's (0015): neither is stored again. A
+                // batch is set once, so every stored step comes after.
+                let batched = get_opt_i64(r, "batched_at")?.map(|at| (InquiryState::Batched, at));
                 let history = std::iter::once((InquiryState::Queued, created_at))
+                    .chain(batched)
                     .chain(history.remove(&id).unwrap_or_default())
                     .collect();
                 Ok(InquiryView {

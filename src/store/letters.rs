@@ -51,11 +51,12 @@ pub struct Letter {
 
 // A cancelled inquiry is not printed: the bank is not asked about it.
 const SUMMARY: &str = "SELECT b.id, b.institution_code, s.name, b.state, \
-     (SELECT COUNT(*) FROM inquiries i WHERE i.batch_id = b.id AND i.state <> 'cancelled') \
+     (SELECT COUNT(*) FROM batch_inquiries m JOIN inquiries i ON i.id = m.inquiry_id \
+        WHERE m.batch_id = b.id AND i.state <> 'cancelled') \
        AS inquiry_count, \
      b.created_at, b.acknowledged_at, \
-     (SELECT COUNT(*) FROM inquiries i WHERE i.batch_id = b.id \
-        AND i.state IN ('batched', 'delivered')) AS waiting \
+     (SELECT COUNT(*) FROM batch_inquiries m JOIN inquiries i ON i.id = m.inquiry_id \
+        WHERE m.batch_id = b.id AND i.state IN ('batched', 'delivered')) AS waiting \
      FROM batches b JOIN institutions s ON s.code = b.institution_code \
      WHERE s.channel = 'paper'";
 
@@ -78,7 +79,8 @@ impl Store {
     pub async fn paper_letters(&self, limit: i64) -> Result<Vec<LetterSummary>> {
         q(format!(
             "{SUMMARY} AND (b.state = 'sealed' OR (b.state = 'acknowledged' AND EXISTS \
-             (SELECT 1 FROM inquiries i WHERE i.batch_id = b.id AND i.state = 'delivered'))) \
+             (SELECT 1 FROM batch_inquiries m JOIN inquiries i ON i.id = m.inquiry_id \
+             WHERE m.batch_id = b.id AND i.state = 'delivered'))) \
              ORDER BY b.created_at, b.id LIMIT $1"
         ))
         .bind(limit)
@@ -101,9 +103,9 @@ impl Store {
         let rows = q(
             "SELECT i.id, i.case_id, i.state, i.due_date, c.office, s.kana_name, \
              s.kanji_name, s.birth_date, s.address, r.kinds, r.reference_date, r.period_from, \
-             r.period_to, r.legal_basis FROM inquiries i \
-             JOIN subjects s ON s.id = i.subject_id JOIN requests r ON r.id = i.request_id \
-             JOIN cases c ON c.id = i.case_id WHERE i.batch_id = $1 AND i.state <> 'cancelled' \
+             r.period_to, r.legal_basis FROM batch_inquiries m \
+             JOIN inquiries i ON i.id = m.inquiry_id JOIN subjects s ON s.id = i.subject_id JOIN requests r ON r.id = i.request_id \
+             JOIN cases c ON c.id = i.case_id WHERE m.batch_id = $1 AND i.state <> 'cancelled' \
              ORDER BY s.kana_name, i.id"
                 .to_owned(),
         )

@@ -99,6 +99,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0014_audit_pending.sql"),
         postgres: include_str!("../../migrations/postgres/0014_audit_pending.sql"),
     },
+    Migration {
+        version: 15,
+        name: "batch_members",
+        sqlite: include_str!("../../migrations/sqlite/0015_batch_members.sql"),
+        postgres: include_str!("../../migrations/postgres/0015_batch_members.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -106,6 +106,9 @@ fn push_attempt<'a>(script: &mut Script<'a>, a: &'a AttemptRecord) {
     );
 }
 
+/// The inquiries of the batch bound to `$4` (migration 0015).
+const MEMBERS: &str = "SELECT inquiry_id FROM batch_inquiries WHERE batch_id = $4";
+
 /// One move of a batch's inquiries (see `push_batch_move`).
 struct Move<'a> {
     from: InquiryState,
@@ -151,7 +154,7 @@ impl Store {
             return script.push(
                 format!(
                     "WITH locked AS MATERIALIZED (SELECT id FROM inquiries \
-                     WHERE batch_id = $4 AND state = $5 ORDER BY id{}), \
+                     WHERE id IN ({MEMBERS}) AND state = $5 ORDER BY id{}), \
                      moved AS (UPDATE inquiries SET state = $1, failure_reason = $2, \
                      updated_at = $3 FROM locked WHERE inquiries.id = locked.id \
                      AND inquiries.state = $5 RETURNING inquiries.id) \
@@ -164,7 +167,8 @@ impl Store {
         }
         script.push(
             "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-             SELECT id, $1, $2, $3, $4 FROM inquiries WHERE batch_id = $5 AND state = $6",
+             SELECT id, $1, $2, $3, $4 FROM inquiries \
+             WHERE id IN (SELECT inquiry_id FROM batch_inquiries WHERE batch_id = $5) AND state = $6",
             move |query| {
                 query
                     .bind(now)
@@ -176,8 +180,10 @@ impl Store {
             },
         );
         script.push(
-            "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-             WHERE batch_id = $4 AND state = $5",
+            format!(
+                "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
+                 WHERE id IN ({MEMBERS}) AND state = $5"
+            ),
             bind_move,
         )
     }
@@ -187,32 +193,6 @@ impl Store {
 fn bind_ids(query: Query, ids: &[InquiryId]) -> Query {
     ids.iter()
         .fold(query, |query, i| query.bind(i.as_str().to_owned()))
-}
-
-/// Adds history rows for inquiries that just moved `from` → `to` to a
-/// script: the caller names exactly the ids its update moved.
-fn push_events<'a>(
-    script: &mut Script<'a>,
-    ids: &'a [InquiryId],
-    now: i64,
-    from: InquiryState,
-    to: InquiryState,
-    detail: Option<&'a str>,
-) {
-    script.insert_rows(
-        "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail)",
-        5,
-        ids,
-        "",
-        move |query, id| {
-            query
-                .bind(id.as_str().to_owned())
-                .bind(now)
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(detail.map(str::to_owned))
-        },
-    );
 }
 
 fn batch_from_row(r: &sqlx::any::AnyRow) -> Result<BatchRow> {
@@ -382,7 +362,8 @@ impl Store {
                 // order first, as every other path that locks inquiries
                 // does: the update alone takes them in whatever order its
                 // plan visits them, and met a batch finishing on another
-                // gateway in a deadlock. The history rows are the ones moved.
+                // gateway in a deadlock. The members listed are the ones
+                // moved. The history's step is the batch's created_at.
                 write.push(
                     format!(
                         "WITH locked AS MATERIALIZED (SELECT id FROM inquiries WHERE id IN ({}) \
@@ -392,8 +373,8 @@ impl Store {
                          AND inquiries.state = 'queued' RETURNING inquiries.id), \
                          dequeued AS (DELETE FROM inquiry_queue \
                          WHERE inquiry_id IN (SELECT id FROM moved)) \
-                         INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-                         SELECT id, $1, 'queued', 'batched', $2 FROM moved",
+                         INSERT INTO batch_inquiries (batch_id, inquiry_id) \
+                         SELECT $2, id FROM moved",
                         placeholders(2, chunk.len()),
                         self.dialect.for_update()
                     ),
@@ -415,21 +396,24 @@ impl Store {
                     ),
                     move |query| bind_ids(query, chunk),
                 );
-                push_events(
-                    &mut write,
+                write.insert_rows(
+                    "INSERT INTO batch_inquiries (batch_id, inquiry_id)",
+                    2,
                     chunk,
-                    now,
-                    InquiryState::Queued,
-                    InquiryState::Batched,
-                    Some(id.as_str()),
+                    "",
+                    move |query, inquiry| {
+                        query
+                            .bind(id.as_str().to_owned())
+                            .bind(inquiry.as_str().to_owned())
+                    },
                 );
                 update
             });
         }
         let (tx, done) = self.begin_with(Priority::Background, write).await?;
         // All or nothing, so the ids asked for are the ids moved: no need to
-        // have them sent back. The history written for ids that did not move
-        // goes with the rollback.
+        // have them sent back. The members listed for ids that did not move
+        // go with the rollback.
         let moved: usize = moves
             .iter()
             .map(|&update| done[update].rows_affected as usize)

@@ -74,13 +74,17 @@ impl Store {
             let mut tx = self.begin(Priority::Background).await?;
             let mut case_counts = PurgeCounts::default();
             let answers = "SELECT id FROM answers WHERE case_id = $1";
-            let steps: [(&str, String); 15] = [
+            let steps: [(&str, String); 16] = [
                 ("", format!("DELETE FROM answer_transactions WHERE account_id IN \
                      (SELECT c.id FROM answer_accounts c WHERE c.answer_id IN ({answers}))")),
                 ("", format!("DELETE FROM answer_accounts WHERE answer_id IN ({answers})")),
                 ("", format!("DELETE FROM answer_other_holdings WHERE answer_id IN ({answers})")),
                 ("answers", "DELETE FROM answers WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM inquiry_events WHERE inquiry_id IN (SELECT id FROM inquiries WHERE case_id = $1)".to_owned()),
+                // By the batch first, the key's leading column, then the case's ids.
+                ("", "DELETE FROM batch_inquiries WHERE batch_id IN (SELECT batch_id FROM inquiries \
+                     WHERE case_id = $1 AND batch_id IS NOT NULL) \
+                     AND inquiry_id IN (SELECT id FROM inquiries WHERE case_id = $1)".to_owned()),
                 ("", "DELETE FROM case_alerts WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM department_records WHERE case_id = $1".to_owned()),
                 ("", "DELETE FROM department_baselines WHERE case_id = $1".to_owned()),
@@ -143,7 +147,7 @@ impl Store {
         q(
             "UPDATE batches SET state = 'dead', last_error = 'all of its inquiries were purged', \
            claim_token = NULL, lease_until = NULL WHERE state IN ('sealed', 'retry_wait') \
-           AND NOT EXISTS (SELECT 1 FROM inquiries i WHERE i.batch_id = batches.id)"
+           AND NOT EXISTS (SELECT 1 FROM batch_inquiries m WHERE m.batch_id = batches.id)"
                 .to_owned(),
         )
         .execute(&self.pool)
@@ -152,7 +156,7 @@ impl Store {
         let identity = super::payload::Encoding::Identity.as_str();
         let orphans = q("UPDATE batch_payloads SET payload = $1, encoding = $2 WHERE payload <> $1 \
                AND batch_id IN (SELECT b.id FROM batches b WHERE b.state IN ('acknowledged', 'dead') \
-               AND NOT EXISTS (SELECT 1 FROM inquiries i WHERE i.batch_id = b.id))"
+               AND NOT EXISTS (SELECT 1 FROM batch_inquiries m WHERE m.batch_id = b.id))"
             .to_owned())
         .bind(Vec::<u8>::new())
         .bind(identity)

@@ -605,6 +605,7 @@ const TABLES: &[&str] = &[
     "inquiries",
     "inquiry_events",
     "batches",
+    "batch_inquiries",
     "delivery_attempts",
     "answers",
     "answer_accounts",

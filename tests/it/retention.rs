@@ -122,6 +122,11 @@ async fn closed_cases_are_purged_after_the_period(url: String) {
             .as_ref(),
         Some(document)
     );
+    // The batch lists only the kept case's inquiry now.
+    assert_eq!(
+        crate::support::count_behind_the_store(&url, "SELECT COUNT(*) FROM batch_inquiries").await,
+        1
+    );
     let kept = store.request(&keeping.id).await.unwrap().unwrap();
     assert_eq!(kept.inquiries.len(), 1);
     assert_eq!(

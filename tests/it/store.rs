@@ -679,3 +679,60 @@ db_test!(
     the_case_file_migrations_keep_answers_and_history,
     super::the_case_file_migrations_keep_answers_and_history
 );
+
+/// Migration 0015 lists a batch's inquiries in batch_inquiries and derives
+/// the history's "batched" step from the batch: a batch sealed before it is
+/// still moved whole after it, and its inquiries' histories read the same.
+async fn the_batch_members_migration_keeps_batches_and_history(url: String) {
+    let (store, request, claimed) = claimed_batch(&url, "0001", 3).await;
+    let before = store.request(&request.id).await.unwrap().unwrap();
+    // Back to the schema before 0015: the batch found through an index on
+    // inquiries, and its step stored as a history row.
+    crate::support::execute_behind_the_store(
+        &url,
+        &[
+            "DROP TABLE batch_inquiries",
+            "CREATE INDEX inquiries_batch ON inquiries (batch_id)",
+            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+             SELECT i.id, b.created_at, 'queued', 'batched', b.id \
+             FROM inquiries i JOIN batches b ON b.id = i.batch_id",
+            "DELETE FROM shokai_migrations WHERE version = 15",
+        ],
+    )
+    .await;
+
+    store.migrate().await.unwrap();
+    let after = store.request(&request.id).await.unwrap().unwrap();
+    let histories = |v: &shokai::store::RequestView| -> Vec<Vec<(InquiryState, i64)>> {
+        v.inquiries.iter().map(|i| i.history.clone()).collect()
+    };
+    assert_eq!(histories(&after), histories(&before));
+    assert_eq!(
+        after.inquiries[0]
+            .history
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>(),
+        vec![InquiryState::Queued, InquiryState::Batched]
+    );
+
+    // The batch's move finds its inquiries through the listed members.
+    acknowledge(&store, &claimed[0], now_millis()).await;
+    let delivered = store.request(&request.id).await.unwrap().unwrap();
+    for i in &delivered.inquiries {
+        assert_eq!(i.state, InquiryState::Delivered);
+        assert_eq!(
+            i.history.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![
+                InquiryState::Queued,
+                InquiryState::Batched,
+                InquiryState::Delivered
+            ]
+        );
+    }
+    store.close().await;
+}
+db_test!(
+    the_batch_members_migration_keeps_batches_and_history,
+    super::the_batch_members_migration_keeps_batches_and_history
+);

@@ -112,6 +112,18 @@ pub async fn execute_behind_the_store(url: &str, statements: &[&str]) {
     conn.close().await.unwrap();
 }
 
+/// One number read past the store, for rows it has no reader for.
+pub async fn count_behind_the_store(url: &str, sql: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
 pub fn code(c: &str) -> InstitutionCode {
     InstitutionCode::parse(c).unwrap()
 }
