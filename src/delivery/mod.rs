@@ -187,6 +187,11 @@ pub async fn seal_due_batches(store: &Store, now: i64) -> Result<usize, StoreErr
         if inst.queued < size && now - inst.oldest_created_at < inst.batch_max_age_ms {
             continue;
         }
+        // Another gateway's batcher has this queue: reading it too would
+        // only race for the same inquiries.
+        let Some(turn) = store.seal_turn(&inst.code).await? else {
+            continue;
+        };
         loop {
             let items = store.queued_for_batch(&inst.code, size).await?;
             let Some(oldest) = items.first() else { break };
@@ -213,6 +218,7 @@ pub async fn seal_due_batches(store: &Store, now: i64) -> Result<usize, StoreErr
                 break;
             }
         }
+        turn.end().await?;
     }
     Ok(sealed)
 }

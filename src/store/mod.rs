@@ -54,6 +54,7 @@ pub use letters::{Letter, LetterLine, LetterSummary};
 pub use overview::{InstitutionQueue, InstitutionRef};
 pub use queue::{
     AttemptRecord, BatchFinish, BatchRow, ClaimedBatch, QueueGauges, QueueStats, QueuedInstitution,
+    SealTurn,
 };
 pub use retention::PurgeCounts;
 

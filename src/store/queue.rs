@@ -221,7 +221,54 @@ fn log_breaker_change(code: &str, before: BreakerState, after: BreakerState) {
     }
 }
 
+/// Advisory-lock keys of the batchers' turns, one per institution: this
+/// base plus the four-digit code. Apart from `PG_MIGRATION_LOCK`.
+const SEAL_TURN_LOCK_BASE: i64 = 0x5348_4f4b_0000_0000;
+
+/// One batcher's turn at one institution's queue (see `Store::seal_turn`).
+/// Ended by `end`, or by being dropped: the transaction holding the lock
+/// is rolled back either way, and the lock goes with it.
+pub struct SealTurn(Option<sqlx::Transaction<'static, sqlx::Any>>);
+
+impl SealTurn {
+    pub async fn end(self) -> Result<()> {
+        if let Some(tx) = self.0 {
+            tx.rollback().await?;
+        }
+        Ok(())
+    }
+}
+
 impl Store {
+    /// Takes the turn at an institution's queue, or None if another
+    /// batcher has it. Without turns every gateway's batcher read the same
+    /// oldest inquiries, encoded them, and all but one then waited on the
+    /// winner's row locks to roll back: a third of the seals in a 200k run
+    /// with two gateways on PostgreSQL. The turn is a transaction-scoped
+    /// advisory lock on a connection of its own, which writes nothing.
+    /// SQLite has one engine at a time, so its turn is always free.
+    pub async fn seal_turn(&self, institution: &InstitutionCode) -> Result<Option<SealTurn>> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(Some(SealTurn(None)));
+        }
+        let code: i64 = institution.as_str().parse().map_err(|_| {
+            StoreError::Corrupt(format!("institution code {institution} is not a number"))
+        })?;
+        let mut tx = self.pool.begin().await?;
+        let row = q(
+            "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN 1 ELSE 0 END AS mine".to_owned(),
+        )
+        .bind(SEAL_TURN_LOCK_BASE + code)
+        .fetch_one(&mut *tx)
+        .await?;
+        if get_i64(&row, "mine")? == 1 {
+            Ok(Some(SealTurn(Some(tx))))
+        } else {
+            tx.rollback().await?;
+            Ok(None)
+        }
+    }
+
     /// Institutions with queued inquiries, with what the batcher needs to
     /// decide whether to seal a batch now.
     pub async fn queued_institutions(&self) -> Result<Vec<QueuedInstitution>> {

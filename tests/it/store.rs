@@ -736,3 +736,72 @@ db_test!(
     the_batch_members_migration_keeps_batches_and_history,
     super::the_batch_members_migration_keeps_batches_and_history
 );
+
+/// One batcher at a time reads an institution's queue: on PostgreSQL,
+/// where gateways share the queue, the turn is an advisory lock that a
+/// second gateway's batcher finds taken and skips, and that a dropped turn
+/// gives back. On SQLite one engine runs per file, so a turn is always free.
+async fn one_batcher_at_a_time_per_queue(url: String) {
+    let (store, request) = queued_request(&url, "0001", 3).await;
+    let other = open(&url).await;
+    let turn = store
+        .seal_turn(&code("0001"))
+        .await
+        .unwrap()
+        .expect("a free queue's turn");
+    if url.starts_with("postgres") {
+        assert!(other.seal_turn(&code("0001")).await.unwrap().is_none());
+        other
+            .seal_turn(&code("0005"))
+            .await
+            .unwrap()
+            .expect("another queue's turn is free")
+            .end()
+            .await
+            .unwrap();
+        assert_eq!(
+            seal_due_batches(&other, now_millis() + 1).await.unwrap(),
+            0,
+            "a queue another batcher has is skipped"
+        );
+        // Dropped, not ended (an error on the way): the lock goes too.
+        drop(turn);
+        crate::support::eventually(
+            "the dropped turn's lock to go",
+            std::time::Duration::from_secs(10),
+            || async {
+                match other.seal_turn(&code("0001")).await.unwrap() {
+                    Some(t) => {
+                        t.end().await.unwrap();
+                        true
+                    }
+                    None => false,
+                }
+            },
+        )
+        .await;
+    } else {
+        other
+            .seal_turn(&code("0001"))
+            .await
+            .unwrap()
+            .expect("always free on SQLite")
+            .end()
+            .await
+            .unwrap();
+        turn.end().await.unwrap();
+    }
+    assert_eq!(seal_due_batches(&other, now_millis() + 1).await.unwrap(), 1);
+    let view = other.request(&request.id).await.unwrap().unwrap();
+    assert!(
+        view.inquiries
+            .iter()
+            .all(|i| i.state == InquiryState::Batched)
+    );
+    other.close().await;
+    store.close().await;
+}
+db_test!(
+    one_batcher_at_a_time_per_queue,
+    super::one_batcher_at_a_time_per_queue
+);
