@@ -127,12 +127,22 @@ struct Filed<'a> {
     answer: &'a Answer,
     hash: String,
     revision: i64,
-    from: InquiryState,
     to: InquiryState,
     case_id: String,
     decision: Option<NaiveDate>,
     /// The inquiry's revision as read under the lock.
     read_revision: i64,
+}
+
+/// The state an answer row's stored `outcome` moved its inquiry to: the
+/// history's step for that answer (migration 0016).
+pub(super) fn answer_step(outcome: &str) -> Result<InquiryState> {
+    match outcome {
+        "found" => Ok(InquiryState::Answered),
+        "not_found" => Ok(InquiryState::NotFound),
+        "refused" => Ok(InquiryState::Refused),
+        other => Err(StoreError::Corrupt(format!("answer outcome '{other}'"))),
+    }
 }
 
 fn reject(code: &'static str, reason: impl Into<String>) -> ApplyOutcome {
@@ -213,12 +223,12 @@ impl Store {
                 {
                     Verdict::Duplicate => ApplyOutcome::Duplicate,
                     Verdict::Reject { code, reason } => reject(code, reason),
-                    Verdict::Accept { revision, from, to } => {
+                    // The step's history is the answer row itself (0016).
+                    Verdict::Accept { revision, to, .. } => {
                         filed.push(Filed {
                             answer,
                             hash,
                             revision,
-                            from,
                             to,
                             case_id: target.case_id.clone(),
                             decision: target.decision,
@@ -469,20 +479,6 @@ impl Store {
                     .bind(*pos)
                     .bind(o.kind.clone())
                     .bind(o.description.clone())
-            },
-        );
-        write.insert_rows(
-            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail)",
-            5,
-            filed,
-            "",
-            move |query, f| {
-                query
-                    .bind(f.answer.inquiry_id.as_str().to_owned())
-                    .bind(now)
-                    .bind(f.from.as_str())
-                    .bind(f.to.as_str())
-                    .bind(format!("answer revision {}", f.revision))
             },
         );
         let mut feed: Vec<(String, FeedKind, String)> = Vec::new();

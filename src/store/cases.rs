@@ -694,9 +694,16 @@ impl Store {
         .bind(value.to_owned())
         .fetch_all(&self.pool)
         .await?;
+        // The stored steps, then the answers (0016), each revision one
+        // step: an answer state moves only to another answer state, so
+        // nothing stored comes after the first answer.
         let events = q(format!(
-            "SELECT e.inquiry_id, e.to_state, e.at FROM inquiry_events e \
-             JOIN inquiries i ON i.id = e.inquiry_id WHERE {condition} ORDER BY e.id"
+            "SELECT e.inquiry_id, e.to_state AS step, e.at, 0 AS answer, e.id AS n \
+             FROM inquiry_events e JOIN inquiries i ON i.id = e.inquiry_id WHERE {condition} \
+             UNION ALL \
+             SELECT a.inquiry_id, a.outcome AS step, a.received_at AS at, 1 AS answer, \
+             a.revision AS n FROM answers a JOIN inquiries i ON i.id = a.inquiry_id \
+             WHERE {condition} ORDER BY answer, n"
         ))
         .bind(value.to_owned())
         .fetch_all(&self.pool)
@@ -704,10 +711,16 @@ impl Store {
         let mut history: std::collections::HashMap<String, Vec<(InquiryState, i64)>> =
             std::collections::HashMap::new();
         for e in &events {
-            history.entry(get_str(e, "inquiry_id")?).or_default().push((
-                InquiryState::parse(&get_str(e, "to_state")?)?,
-                get_i64(e, "at")?,
-            ));
+            let step = get_str(e, "step")?;
+            let state = if get_i64(e, "answer")? == 1 {
+                super::answers::answer_step(&step)?
+            } else {
+                InquiryState::parse(&step)?
+            };
+            history
+                .entry(get_str(e, "inquiry_id")?)
+                .or_default()
+                .push((state, get_i64(e, "at")?));
         }
         let today = jst_date(now_millis());
         rows.iter()

@@ -105,6 +105,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0015_batch_members.sql"),
         postgres: include_str!("../../migrations/postgres/0015_batch_members.sql"),
     },
+    Migration {
+        version: 16,
+        name: "history_from_answers",
+        sqlite: include_str!("../../migrations/sqlite/0016_history_from_answers.sql"),
+        postgres: include_str!("../../migrations/postgres/0016_history_from_answers.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -805,3 +805,77 @@ db_test!(
     one_batcher_at_a_time_per_queue,
     super::one_batcher_at_a_time_per_queue
 );
+
+/// Migration 0016 stops storing answer steps in the history: they are read
+/// from the answers, one step per revision, after every stored step. An
+/// inquiry answered and corrected before it keeps its history.
+async fn the_answer_history_migration_keeps_history(url: String) {
+    let (store, request, claimed) = claimed_batch(&url, "0001", 2).await;
+    acknowledge(&store, &claimed[0], now_millis()).await;
+    let corrected = request.inquiries[0].id.clone();
+    let not_found = request.inquiries[1].id.clone();
+    for (answer, revision) in [
+        (found(&corrected, 100), 1),
+        (found(&corrected, 250), 2),
+        (
+            Answer {
+                inquiry_id: not_found.clone(),
+                response_id: "R2".into(),
+                outcome: Outcome::NotFound,
+            },
+            1,
+        ),
+    ] {
+        assert!(matches!(
+            store
+                .apply_answer(&code("0001"), &answer, now_millis())
+                .await
+                .unwrap(),
+            ApplyOutcome::Accepted { revision: r, .. } if r == revision
+        ));
+    }
+    let before = store.request(&request.id).await.unwrap().unwrap();
+    let steps = |v: &shokai::store::RequestView, id: &shokai::domain::ids::InquiryId| {
+        v.inquiries
+            .iter()
+            .find(|i| &i.id == id)
+            .unwrap()
+            .history
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+    };
+    use InquiryState::*;
+    assert_eq!(
+        steps(&before, &corrected),
+        vec![Queued, Batched, Delivered, Answered, Answered]
+    );
+    assert_eq!(
+        steps(&before, &not_found),
+        vec![Queued, Batched, Delivered, NotFound]
+    );
+    // Back to the schema before 0016: each answer also a history row.
+    crate::support::execute_behind_the_store(
+        &url,
+        &[
+            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+             SELECT inquiry_id, received_at, 'delivered', \
+             CASE outcome WHEN 'found' THEN 'answered' ELSE outcome END, 'answer' \
+             FROM answers",
+            "DELETE FROM shokai_migrations WHERE version = 16",
+        ],
+    )
+    .await;
+
+    store.migrate().await.unwrap();
+    let after = store.request(&request.id).await.unwrap().unwrap();
+    let histories = |v: &shokai::store::RequestView| -> Vec<Vec<(InquiryState, i64)>> {
+        v.inquiries.iter().map(|i| i.history.clone()).collect()
+    };
+    assert_eq!(histories(&after), histories(&before));
+    store.close().await;
+}
+db_test!(
+    the_answer_history_migration_keeps_history,
+    super::the_answer_history_migration_keeps_history
+);
