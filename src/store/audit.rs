@@ -69,6 +69,11 @@ fn bind_entry(query: Query, e: &AuditEntry) -> Query {
 const ENTRY_COLUMNS: &str =
     "at, actor, role, office, action, target, case_id, purpose, legal_basis";
 
+/// The columns of a chained entry: `ENTRY_COLUMNS` and its links.
+fn chained_columns() -> String {
+    format!("seq, {ENTRY_COLUMNS}, prev_hash, hash")
+}
+
 /// How many pending entries one chaining transaction links: bounded, so
 /// that a backlog of entries does not become one long transaction.
 const CHAIN_PER_TRANSACTION: usize = 5_000;
@@ -276,7 +281,7 @@ impl Store {
             chained.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
         }
         script.insert_owned_rows(
-            &format!("INSERT INTO audit_log (seq, {ENTRY_COLUMNS}, prev_hash, hash)"),
+            &format!("INSERT INTO audit_log ({})", chained_columns()),
             12,
             chained,
             "",
@@ -333,7 +338,8 @@ impl Store {
             format!("WHERE {}", conditions.join(" AND "))
         };
         let mut query = q(format!(
-            "SELECT seq, {ENTRY_COLUMNS}, prev_hash, hash FROM audit_log {filter} ORDER BY seq LIMIT ${}",
+            "SELECT {} FROM audit_log {filter} ORDER BY seq LIMIT ${}",
+            chained_columns(),
             binds.len() + ints.len() + 1
         ));
         for b in binds {

@@ -106,8 +106,12 @@ fn push_attempt<'a>(script: &mut Script<'a>, a: &'a AttemptRecord) {
     );
 }
 
-/// The inquiries of the batch bound to `$4` (migration 0015).
-const MEMBERS: &str = "SELECT inquiry_id FROM batch_inquiries WHERE batch_id = $4";
+/// The inquiries of the batch bound to `placeholder` (migration 0015). The
+/// placeholder is the caller's, so that its statement keeps its `$n` in
+/// order (SQLite's scripts share a query only then).
+fn members_of(placeholder: &str) -> String {
+    format!("SELECT inquiry_id FROM batch_inquiries WHERE batch_id = {placeholder}")
+}
 
 /// One move of a batch's inquiries (see `push_batch_move`).
 struct Move<'a> {
@@ -154,21 +158,24 @@ impl Store {
             return script.push(
                 format!(
                     "WITH locked AS MATERIALIZED (SELECT id FROM inquiries \
-                     WHERE id IN ({MEMBERS}) AND state = $5 ORDER BY id{}), \
+                     WHERE id IN ({}) AND state = $5 ORDER BY id{}), \
                      moved AS (UPDATE inquiries SET state = $1, failure_reason = $2, \
                      updated_at = $3 FROM locked WHERE inquiries.id = locked.id \
                      AND inquiries.state = $5 RETURNING inquiries.id) \
                      INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
                      SELECT id, $3, $5, $1, $6 FROM moved",
+                    members_of("$4"),
                     self.dialect.for_update()
                 ),
                 move |query| bind_move(query).bind(detail.map(str::to_owned)),
             );
         }
         script.push(
-            "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-             SELECT id, $1, $2, $3, $4 FROM inquiries \
-             WHERE id IN (SELECT inquiry_id FROM batch_inquiries WHERE batch_id = $5) AND state = $6",
+            format!(
+                "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+                 SELECT id, $1, $2, $3, $4 FROM inquiries WHERE id IN ({}) AND state = $6",
+                members_of("$5")
+            ),
             move |query| {
                 query
                     .bind(now)
@@ -182,7 +189,8 @@ impl Store {
         script.push(
             format!(
                 "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-                 WHERE id IN ({MEMBERS}) AND state = $5"
+                 WHERE id IN ({}) AND state = $5",
+                members_of("$4")
             ),
             bind_move,
         )

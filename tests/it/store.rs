@@ -52,6 +52,16 @@ fn attempt(batch: &BatchId, token: &ClaimToken, at: i64) -> AttemptRecord {
     }
 }
 
+/// An inquiry's history as its states, without the times.
+fn steps(inquiry: &shokai::store::InquiryView) -> Vec<InquiryState> {
+    inquiry.history.iter().map(|(s, _)| *s).collect()
+}
+
+/// The histories of a request's inquiries, times included.
+fn histories(view: &shokai::store::RequestView) -> Vec<Vec<(InquiryState, i64)>> {
+    view.inquiries.iter().map(|i| i.history.clone()).collect()
+}
+
 fn found(inquiry: &shokai::domain::ids::InquiryId, balance: i64) -> Answer {
     Answer {
         inquiry_id: inquiry.clone(),
@@ -196,9 +206,8 @@ async fn queue_flow(url: String) {
         .filter(|i| i.state == InquiryState::Delivered)
         .collect();
     assert_eq!(delivered.len(), 3);
-    let states: Vec<_> = delivered[0].history.iter().map(|(s, _)| *s).collect();
     assert_eq!(
-        states,
+        steps(delivered[0]),
         vec![
             InquiryState::Queued,
             InquiryState::Batched,
@@ -658,14 +667,11 @@ async fn the_case_file_migrations_keep_answers_and_history(url: String) {
     assert_eq!(store.duplicate_case_file_entries().await.unwrap(), 0);
     let after = store.request(&request.id).await.unwrap().unwrap();
     let states = |v: &shokai::store::RequestView| -> Vec<Vec<InquiryState>> {
-        v.inquiries
-            .iter()
-            .map(|i| i.history.iter().map(|(s, _)| *s).collect())
-            .collect()
+        v.inquiries.iter().map(steps).collect()
     };
     assert_eq!(states(&after), states(&before));
     assert_eq!(
-        states(&after)[0],
+        steps(&after.inquiries[0]),
         vec![
             InquiryState::Queued,
             InquiryState::Batched,
@@ -703,16 +709,9 @@ async fn the_batch_members_migration_keeps_batches_and_history(url: String) {
 
     store.migrate().await.unwrap();
     let after = store.request(&request.id).await.unwrap().unwrap();
-    let histories = |v: &shokai::store::RequestView| -> Vec<Vec<(InquiryState, i64)>> {
-        v.inquiries.iter().map(|i| i.history.clone()).collect()
-    };
     assert_eq!(histories(&after), histories(&before));
     assert_eq!(
-        after.inquiries[0]
-            .history
-            .iter()
-            .map(|(s, _)| *s)
-            .collect::<Vec<_>>(),
+        steps(&after.inquiries[0]),
         vec![InquiryState::Queued, InquiryState::Batched]
     );
 
@@ -722,7 +721,7 @@ async fn the_batch_members_migration_keeps_batches_and_history(url: String) {
     for i in &delivered.inquiries {
         assert_eq!(i.state, InquiryState::Delivered);
         assert_eq!(
-            i.history.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            steps(i),
             vec![
                 InquiryState::Queued,
                 InquiryState::Batched,
@@ -835,25 +834,15 @@ async fn the_answer_history_migration_keeps_history(url: String) {
         ));
     }
     let before = store.request(&request.id).await.unwrap().unwrap();
-    let steps = |v: &shokai::store::RequestView, id: &shokai::domain::ids::InquiryId| {
-        v.inquiries
-            .iter()
-            .find(|i| &i.id == id)
-            .unwrap()
-            .history
-            .iter()
-            .map(|(s, _)| *s)
-            .collect::<Vec<_>>()
+    let of = |id: &shokai::domain::ids::InquiryId| {
+        steps(before.inquiries.iter().find(|i| &i.id == id).unwrap())
     };
     use InquiryState::*;
     assert_eq!(
-        steps(&before, &corrected),
+        of(&corrected),
         vec![Queued, Batched, Delivered, Answered, Answered]
     );
-    assert_eq!(
-        steps(&before, &not_found),
-        vec![Queued, Batched, Delivered, NotFound]
-    );
+    assert_eq!(of(&not_found), vec![Queued, Batched, Delivered, NotFound]);
     // Back to the schema before 0016: each answer also a history row.
     crate::support::execute_behind_the_store(
         &url,
@@ -869,9 +858,6 @@ async fn the_answer_history_migration_keeps_history(url: String) {
 
     store.migrate().await.unwrap();
     let after = store.request(&request.id).await.unwrap().unwrap();
-    let histories = |v: &shokai::store::RequestView| -> Vec<Vec<(InquiryState, i64)>> {
-        v.inquiries.iter().map(|i| i.history.clone()).collect()
-    };
     assert_eq!(histories(&after), histories(&before));
     store.close().await;
 }
