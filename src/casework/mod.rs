@@ -13,6 +13,8 @@ pub use paper::{
     paper_letters, paper_outcome, parse_answer_csv, read_letter,
 };
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 
 use crate::domain::DomainError;
@@ -825,11 +827,12 @@ pub async fn receive_answers(
     answers: &[Answer],
 ) -> Result<Vec<ApplyOutcome>, StoreError> {
     let now = now_millis();
-    let trail = |answer: &Answer, revision: i64| AuditEntry {
+    let bank = institution.clone();
+    let trail = move |answer: &Answer, revision: i64| AuditEntry {
         at: now,
-        actor: format!("bank:{institution}"),
+        actor: format!("bank:{bank}"),
         role: "bank".into(),
-        office: institution.to_string(),
+        office: bank.to_string(),
         action: AuditAction::AnswerReceive,
         target: format!("inquiry:{}#{revision}", answer.inquiry_id),
         case_id: None,
@@ -837,7 +840,7 @@ pub async fn receive_answers(
         legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
     };
     let applied = store
-        .apply_answers(institution, answers, now, Some(&trail))
+        .apply_answers(institution, answers, now, Some(Arc::new(trail)))
         .await?;
     for result in &applied {
         let label = match result {

@@ -2,6 +2,8 @@
 //! reached on paper, marking them mailed, and filing the answers staff
 //! enter by hand or upload as CSV, with the electronic answers' rules.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 
 use super::{Actor, CaseworkError, audit, require_admin};
@@ -135,19 +137,20 @@ pub async fn enter_answers(
         })
         .collect();
     let institution = &found.summary.institution;
-    let trail = |answer: &Answer, revision: i64| AuditEntry {
+    let (by, purpose) = (actor.clone(), format!("paper reply from {institution}"));
+    let trail = move |answer: &Answer, revision: i64| AuditEntry {
         at: now,
-        actor: actor.id.clone(),
-        role: actor.role.as_str().to_owned(),
-        office: actor.office.clone(),
+        actor: by.id.clone(),
+        role: by.role.as_str().to_owned(),
+        office: by.office.clone(),
         action: AuditAction::AnswerReceive,
         target: format!("inquiry:{}#{revision}", answer.inquiry_id),
         case_id: None,
-        purpose: Some(format!("paper reply from {institution}")),
+        purpose: Some(purpose.clone()),
         legal_basis: Some(DEFAULT_LEGAL_BASIS.to_owned()),
     };
     let applied = store
-        .apply_answers(institution, &answers, now, Some(&trail))
+        .apply_answers(institution, &answers, now, Some(Arc::new(trail)))
         .await?;
     Ok(answers
         .iter()

@@ -1,6 +1,7 @@
 //! Applying bank answers (once, with revisions) and reading the case file.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::cases::CaseRecord;
 use chrono::NaiveDate;
@@ -99,7 +100,8 @@ impl CaseFile {
 }
 
 /// Makes the audit entry of an accepted answer (its revision given).
-pub type AnswerAudit<'a> = dyn Fn(&Answer, i64) -> AuditEntry + Send + Sync + 'a;
+pub type AnswerAudit = Arc<AnswerTrail>;
+pub type AnswerTrail = dyn Fn(&Answer, i64) -> AuditEntry + Send + Sync;
 
 /// An inquiry named by an answer batch, as read under the lock.
 struct Target {
@@ -180,13 +182,20 @@ impl Store {
         institution: &InstitutionCode,
         answers: &[Answer],
         now: i64,
-        audit: Option<&AnswerAudit<'_>>,
+        audit: Option<AnswerAudit>,
     ) -> Result<Vec<ApplyOutcome>> {
         if answers.is_empty() {
             return Ok(Vec::new());
         }
-        self.retrying(|| self.apply_answers_once(institution, answers, now, audit))
-            .await
+        let store = self.clone();
+        let (institution, answers) = (institution.clone(), answers.to_vec());
+        self.on_writer(async move {
+            let audit = audit.as_deref();
+            store
+                .retrying(|| store.apply_answers_once(&institution, &answers, now, audit))
+                .await
+        })
+        .await
     }
 
     async fn apply_answers_once(
@@ -194,7 +203,7 @@ impl Store {
         institution: &InstitutionCode,
         answers: &[Answer],
         now: i64,
-        audit: Option<&AnswerAudit<'_>>,
+        audit: Option<&AnswerTrail>,
     ) -> Result<Vec<ApplyOutcome>> {
         let (mut tx, mut targets, early) = self.answer_targets(answers, audit.is_some()).await?;
         let mut outcomes = Vec::with_capacity(answers.len());

@@ -228,6 +228,24 @@ impl Store {
     /// and its audit entries in one transaction. A form key used before by
     /// the same actor is a unique violation: the form was sent twice.
     pub async fn insert_case_with(&self, c: &CaseInsert<'_>) -> Result<()> {
+        let store = self.clone();
+        let (case, actor, audit) = (c.case.clone(), c.actor.to_owned(), c.audit.to_vec());
+        let (form_key, declared) = (c.form_key.map(str::to_owned), c.declared.to_vec());
+        self.on_writer(async move {
+            store
+                .write_case(&CaseInsert {
+                    case: &case,
+                    actor: &actor,
+                    form_key: form_key.as_deref(),
+                    declared: &declared,
+                    audit: &audit,
+                })
+                .await
+        })
+        .await
+    }
+
+    async fn write_case(&self, c: &CaseInsert<'_>) -> Result<()> {
         let (case, actor, audit) = (c.case, c.actor, c.audit);
         let now = now_millis();
         let mut read = Script::new(self.dialect);
@@ -370,6 +388,25 @@ impl Store {
     /// `audit` is written in the same transaction as the request: a request
     /// is never queued without its trace.
     pub async fn insert_request(
+        &self,
+        request: &Request,
+        actor: &str,
+        idempotency: Option<(&str, &str)>,
+        audit: &[AuditEntry],
+    ) -> Result<RequestInsert> {
+        let store = self.clone();
+        let (request, actor, audit) = (request.clone(), actor.to_owned(), audit.to_vec());
+        let idempotency = idempotency.map(|(key, hash)| (key.to_owned(), hash.to_owned()));
+        self.on_writer(async move {
+            let idempotency = idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str()));
+            store
+                .write_request(&request, &actor, idempotency, &audit)
+                .await
+        })
+        .await
+    }
+
+    async fn write_request(
         &self,
         request: &Request,
         actor: &str,

@@ -278,7 +278,7 @@ impl Store {
                 let mut conn = AnyConnection::connect_with(&options).await?;
                 sqlite_pragmas(&mut conn, &["PRAGMA wal_autocheckpoint = 25000"]).await?;
                 tokio::spawn(checkpoint_wal_forever(pool.clone()));
-                Writer::sqlite(conn)
+                Writer::sqlite(conn).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?
             }
             Dialect::Postgres => Writer::Postgres(pool.clone()),
         };
@@ -377,6 +377,28 @@ impl Store {
         .fetch_all(&mut **tx)
         .await?;
         rows.iter().map(|row| get_i64(row, "id")).collect()
+    }
+
+    /// Runs a write transaction on the writer's driver thread (SQLite), so
+    /// that between its round trips it is polled at once instead of after
+    /// the HTTP work queued on the caller's worker; on PostgreSQL, which
+    /// has no one write lock to keep short, in place. The transaction runs
+    /// to its end even if the caller stops waiting: a caller that goes away
+    /// neither rolls back nor half-writes it.
+    async fn on_writer<T, Fut>(&self, transaction: Fut) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let Some(driver) = self.writer.driver() else {
+            return transaction.await;
+        };
+        match driver.spawn(transaction).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The driver stopped: the store is being dropped.
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
     }
 
     /// Runs a write transaction again, a few times, when the database rolled

@@ -375,8 +375,14 @@ impl Store {
     ) -> Result<()> {
         // Deflated before the write lock is taken.
         let stored = super::payload::pack(payload);
-        self.retrying(|| self.create_batch_once(id, institution, inquiries, &stored, now))
-            .await
+        let store = self.clone();
+        let (id, institution, inquiries) = (id.clone(), institution.clone(), inquiries.to_vec());
+        self.on_writer(async move {
+            store
+                .retrying(|| store.create_batch_once(&id, &institution, &inquiries, &stored, now))
+                .await
+        })
+        .await
     }
 
     async fn create_batch_once(
@@ -489,6 +495,18 @@ impl Store {
     /// each institution's pause and in-flight limit. Commits before
     /// returning: the caller then talks to the bank with no transaction open.
     pub async fn claim_due_batches(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+        breaker: &BreakerPolicy,
+    ) -> Result<Vec<ClaimedBatch>> {
+        let (store, breaker) = (self.clone(), breaker.clone());
+        self.on_writer(async move { store.claim_due(now, lease_ms, limit, &breaker).await })
+            .await
+    }
+
+    async fn claim_due(
         &self,
         now: i64,
         lease_ms: i64,
@@ -680,8 +698,18 @@ impl Store {
         finish: &BatchFinish,
         breaker: Option<(&BreakerPolicy, bool)>,
     ) -> Result<()> {
-        self.retrying(|| self.finish_batch_once(attempt, finish, breaker))
-            .await
+        let store = self.clone();
+        let (attempt, finish) = (attempt.clone(), finish.clone());
+        let breaker = breaker.map(|(policy, answered)| (policy.clone(), answered));
+        self.on_writer(async move {
+            let breaker = breaker
+                .as_ref()
+                .map(|(policy, answered)| (policy, *answered));
+            store
+                .retrying(|| store.finish_batch_once(&attempt, &finish, breaker))
+                .await
+        })
+        .await
     }
 
     async fn finish_batch_once(

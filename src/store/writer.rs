@@ -10,6 +10,12 @@
 //! on the way, and the next waiter was woken only after that, all of it
 //! while nobody could write. On PostgreSQL, writes take their connections
 //! from the shared pool, with sqlx's own transactions.
+//!
+//! The busiest SQLite write transactions also run on a thread of their own
+//! (`Driver`, through `Store::on_writer`). Between two round trips to the
+//! connection's worker a transaction's task must be polled again, and on an
+//! HTTP worker it waited behind whatever request that worker was parsing,
+//! with the write lock held all along (BENCHMARKS.md, fourteenth session).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -28,6 +34,7 @@ const TURN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) enum Writer {
     Sqlite {
+        driver: Driver,
         lane: Arc<Mutex<Lane>>,
         /// Who writes next (`turns`): the lane's mutex is only ever locked
         /// by the holder of a turn, so it never makes anyone wait.
@@ -50,14 +57,24 @@ pub(super) struct Lane {
 }
 
 impl Writer {
-    pub fn sqlite(conn: AnyConnection) -> Self {
-        Self::Sqlite {
+    pub fn sqlite(conn: AnyConnection) -> std::io::Result<Self> {
+        Ok(Self::Sqlite {
+            driver: Driver::start()?,
             lane: Arc::new(Mutex::new(Lane {
                 conn: Some(conn),
                 rollback_first: false,
             })),
             turns: Arc::default(),
             held_ns: Arc::default(),
+        })
+    }
+
+    /// Where write transactions are driven: the driver's runtime on
+    /// SQLite, the caller's own task on PostgreSQL (None).
+    pub fn driver(&self) -> Option<&tokio::runtime::Handle> {
+        match self {
+            Self::Sqlite { driver, .. } => Some(&driver.handle),
+            Self::Postgres(_) => None,
         }
     }
 
@@ -79,6 +96,7 @@ impl Writer {
                 lane,
                 turns,
                 held_ns,
+                ..
             } => (lane, turns, held_ns),
         };
         let turn = tokio::time::timeout(TURN_TIMEOUT, turns.take(priority))
@@ -118,6 +136,34 @@ impl Writer {
             }
             Self::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// A thread with a runtime of its own that polls nothing but write
+/// transactions, so the one holding the write lock is polled as soon as its
+/// statements come back. It stops when the writer is dropped; transactions
+/// still running then are dropped, and so rolled back.
+pub(super) struct Driver {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Driver {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("shokai-writer".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
     }
 }
 

@@ -320,18 +320,20 @@ async fn acknowledge(store: &Store, batch: &shokai::store::ClaimedBatch, at: i64
 }
 
 /// The trail entry bank 0001's accepted answers get.
-fn bank_audit(at: i64) -> impl Fn(&Answer, i64) -> shokai::domain::audit::AuditEntry {
-    move |a: &Answer, revision: i64| shokai::domain::audit::AuditEntry {
-        at,
-        actor: "bank:0001".into(),
-        role: "bank".into(),
-        office: "0001".into(),
-        action: shokai::domain::audit::AuditAction::AnswerReceive,
-        target: format!("inquiry:{}#{revision}", a.inquiry_id),
-        case_id: None,
-        purpose: None,
-        legal_basis: None,
-    }
+fn bank_audit(at: i64) -> shokai::store::AnswerAudit {
+    std::sync::Arc::new(
+        move |a: &Answer, revision: i64| shokai::domain::audit::AuditEntry {
+            at,
+            actor: "bank:0001".into(),
+            role: "bank".into(),
+            office: "0001".into(),
+            action: shokai::domain::audit::AuditAction::AnswerReceive,
+            target: format!("inquiry:{}#{revision}", a.inquiry_id),
+            case_id: None,
+            purpose: None,
+            legal_basis: None,
+        },
+    )
 }
 
 /// One answer batch holding every kind of answer at once: a first answer
@@ -367,7 +369,7 @@ async fn answer_batches_apply_in_order(url: String) {
     let (head_before, _) = store.audit_head().await.unwrap();
     let audit = bank_audit(t);
     let out = store
-        .apply_answers(&code("0001"), &batch, t, Some(&audit))
+        .apply_answers(&code("0001"), &batch, t, Some(audit.clone()))
         .await
         .unwrap();
     let codes: Vec<String> = out
@@ -426,7 +428,7 @@ async fn answer_batches_apply_in_order(url: String) {
     );
     // The same batch again changes nothing.
     let again = store
-        .apply_answers(&code("0001"), &batch, t + 1, Some(&audit))
+        .apply_answers(&code("0001"), &batch, t + 1, Some(audit.clone()))
         .await
         .unwrap();
     assert_eq!(
@@ -472,7 +474,7 @@ async fn long_answer_batches_are_filed_whole(url: String) {
     let (head_before, _) = store.audit_head().await.unwrap();
     let audit = bank_audit(t);
     let out = store
-        .apply_answers(&code("0001"), &batch, t, Some(&audit))
+        .apply_answers(&code("0001"), &batch, t, Some(audit.clone()))
         .await
         .unwrap();
     assert_eq!(out.len(), 301);
@@ -502,7 +504,7 @@ async fn long_answer_batches_are_filed_whole(url: String) {
     assert_eq!(targets, expected);
     assert_eq!(store.duplicate_case_file_entries().await.unwrap(), 0);
     let again = store
-        .apply_answers(&code("0001"), &batch, t + 1, Some(&audit))
+        .apply_answers(&code("0001"), &batch, t + 1, Some(audit.clone()))
         .await
         .unwrap();
     assert!(again.iter().all(|o| *o == ApplyOutcome::Duplicate));
@@ -864,4 +866,50 @@ async fn the_answer_history_migration_keeps_history(url: String) {
 db_test!(
     the_answer_history_migration_keeps_history,
     super::the_answer_history_migration_keeps_history
+);
+
+/// A submit whose caller stops waiting half-way (a client that hangs up)
+/// is written whole or not at all. On SQLite the transaction runs on the
+/// writer's own thread once started, so it is written whole; on
+/// PostgreSQL the dropped transaction rolls back.
+async fn an_abandoned_submit_is_written_whole_or_not_at_all(url: String) {
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    let request = crate::support::file_request_for(&store, 1, &["0001"]).await;
+    let mut again = request.clone();
+    again.id = shokai::domain::ids::RequestId::generate();
+    for inquiry in &mut again.inquiries {
+        inquiry.id = shokai::domain::ids::InquiryId::generate();
+    }
+    // Polled once, so begun, and then dropped.
+    let _ = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        store.insert_request(&again, "test", None, &[]),
+    )
+    .await;
+    let written = || async {
+        store
+            .request(&again.id)
+            .await
+            .unwrap()
+            .map(|view| view.inquiries.len())
+    };
+    if url.starts_with("sqlite") {
+        crate::support::eventually(
+            "the abandoned submit to be written",
+            std::time::Duration::from_secs(10),
+            || async { written().await.is_some() },
+        )
+        .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    match written().await {
+        None => assert!(url.starts_with("postgres"), "SQLite writes it whole"),
+        Some(n) => assert_eq!(n, again.inquiries.len(), "never half a request"),
+    }
+    store.close().await;
+}
+db_test!(
+    an_abandoned_submit_is_written_whole_or_not_at_all,
+    super::an_abandoned_submit_is_written_whole_or_not_at_all
 );
