@@ -17,13 +17,15 @@ use crate::domain::state::{Channel, InquiryState};
 use crate::domain::zengin::InstitutionCode;
 use crate::gateway::{Gateway, GatewayConfig, TlsFiles};
 use crate::pki;
-use crate::store::{InstitutionSettings, StoreConfig};
+use crate::store::{InstitutionSettings, StoreConfig, WriterScheduling};
 
 pub struct BenchConfig {
     pub inquiries: usize,
     pub institutions: usize,
     pub batch_size: i64,
     pub database_url: Option<String>,
+    /// The SQLite writer's scheduling (the gateway's `--writer-scheduling`).
+    pub writer_scheduling: WriterScheduling,
     /// Fill the queue with every institution paused, then release it.
     pub backlog: bool,
     pub submitters: usize,
@@ -146,7 +148,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         ..Default::default()
     };
     let gateway = Gateway::start(GatewayConfig {
-        database: StoreConfig::new(database_url.clone()),
+        database: StoreConfig {
+            writer_scheduling: config.writer_scheduling,
+            ..StoreConfig::new(database_url.clone())
+        },
         staff_listen: "127.0.0.1:0".parse()?,
         bank_listen: "127.0.0.1:0".parse()?,
         tls: TlsFiles::from_pki_dir(&pki_dir),
@@ -391,6 +396,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
         "baseline_rows_per_s": baseline.round(),
         "ratio_to_baseline": ((e2e * 3.0 / baseline) * 1000.0).round() / 1000.0,
         "writer_held_ratio": writer_held,
+        "writer_scheduling": store.writer_scheduling().map(|s| format!("{s:?}")),
         "failed": failed,
         "submit_seconds": (submitted_in * 10.0).round() / 10.0,
         "machine_cpu_us_per_inquiry": cpu.map(|(us, _)| us.round()),
@@ -431,8 +437,11 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<serde_json::Value> {
             busy * 100.0
         );
     }
-    if let Some(held) = writer_held {
-        println!("writer lock held    {:.0} % of the run", held * 100.0);
+    if let (Some(held), Some(scheduling)) = (writer_held, store.writer_scheduling()) {
+        println!(
+            "writer lock held    {:.0} % of the run ({scheduling:?} scheduling)",
+            held * 100.0
+        );
     }
     println!("{result}");
     let _ = banks_child.kill().await;

@@ -15,7 +15,7 @@ use shokai::casework::Role;
 use shokai::domain::state::Channel;
 use shokai::domain::zengin::InstitutionCode;
 use shokai::gateway::{Gateway, GatewayConfig, TlsFiles};
-use shokai::store::{DEFAULT_DATABASE_URL, Store, StoreConfig};
+use shokai::store::{DEFAULT_DATABASE_URL, Store, StoreConfig, WriterScheduling};
 use shokai::{admin, demo, mockbank, pki};
 
 /// SQLite's C code still allocates with glibc's malloc, which gives each
@@ -46,6 +46,17 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "SHOKAI_JSON_LOGS")]
     json_logs: bool,
+    /// How the SQLite writer's threads are scheduled: real-time keeps the
+    /// write lock short on a busy machine (needs CAP_SYS_NICE on Linux;
+    /// refused, the gateway warns and runs shared).
+    #[arg(
+        long,
+        global = true,
+        env = "SHOKAI_WRITER_SCHEDULING",
+        value_enum,
+        default_value = "shared"
+    )]
+    writer_scheduling: WriterScheduling,
     #[command(subcommand)]
     command: Command,
 }
@@ -618,6 +629,7 @@ async fn main() -> anyhow::Result<()> {
     // Commands that change case files (admin requery) tell the feed as
     // `serve` would, when the same environment configures one.
     db.feed_events = std::env::var("SHOKAI_FEED_URL").is_ok_and(|u| !u.is_empty());
+    db.writer_scheduling = cli.writer_scheduling;
     match cli.command {
         Command::Serve {
             staff_listen,
@@ -741,6 +753,7 @@ async fn main() -> anyhow::Result<()> {
                 institutions: institutions.clamp(1, 50),
                 batch_size: batch_size.clamp(1, 10_000),
                 database_url: cli.database_url,
+                writer_scheduling: cli.writer_scheduling,
                 backlog,
                 submitters,
                 work_dir,

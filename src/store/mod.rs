@@ -195,6 +195,8 @@ pub struct StoreConfig {
     pub max_connections: u32,
     /// Write case-file feed events (a webhook receiver is configured).
     pub feed_events: bool,
+    /// How the SQLite writer's threads are scheduled.
+    pub writer_scheduling: WriterScheduling,
 }
 
 impl StoreConfig {
@@ -203,8 +205,25 @@ impl StoreConfig {
             url: url.into(),
             max_connections: 8,
             feed_events: false,
+            writer_scheduling: WriterScheduling::Shared,
         }
     }
+}
+
+/// How the threads that hold SQLite's one write lock are scheduled: the
+/// writer's driver and its connection's worker (`writer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriterScheduling {
+    /// Like every other thread of the process.
+    #[default]
+    Shared,
+    /// Real-time (`SCHED_FIFO`, its lowest priority), where the process
+    /// may (Linux, `CAP_SYS_NICE`): a busy machine then wakes them at once
+    /// when their statements or results arrive, instead of after the
+    /// running thread's time slice, so the lock is held for less time.
+    /// They only ever wait on a channel or the disk, never spin. Refused,
+    /// the gateway warns and goes on with `Shared`.
+    RealTime,
 }
 
 /// The default embedded database: a file in the working directory.
@@ -275,10 +294,19 @@ impl Store {
             // a reader connection; the high mark only bounds the WAL should
             // that task ever stall.
             Dialect::Sqlite => {
-                let mut conn = AnyConnection::connect_with(&options).await?;
-                sqlite_pragmas(&mut conn, &["PRAGMA wal_autocheckpoint = 25000"]).await?;
+                let driver = writer::Driver::start(config.writer_scheduling)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                // Opened on the driver's thread: the connection's worker
+                // thread starts there and so is scheduled as it is.
+                let conn = driver
+                    .open(async move {
+                        let mut conn = AnyConnection::connect_with(&options).await?;
+                        sqlite_pragmas(&mut conn, &["PRAGMA wal_autocheckpoint = 25000"]).await?;
+                        Ok(conn)
+                    })
+                    .await?;
                 tokio::spawn(checkpoint_wal_forever(pool.clone()));
-                Writer::sqlite(conn).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?
+                Writer::sqlite(driver, conn)
             }
             Dialect::Postgres => Writer::Postgres(pool.clone()),
         };
@@ -292,6 +320,12 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// How the SQLite writer's threads are scheduled, as the system allowed
+    /// (`StoreConfig::writer_scheduling`); None on PostgreSQL.
+    pub fn writer_scheduling(&self) -> Option<WriterScheduling> {
+        self.writer.driver().map(|d| d.scheduling())
     }
 
     /// Seconds the SQLite write connection has spent in transactions since
@@ -390,14 +424,9 @@ impl Store {
         T: Send + 'static,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
-        let Some(driver) = self.writer.driver() else {
-            return transaction.await;
-        };
-        match driver.spawn(transaction).await {
-            Ok(done) => done,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The driver stopped: the store is being dropped.
-            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        match self.writer.driver() {
+            Some(driver) => driver.run(transaction).await,
+            None => transaction.await,
         }
     }
 

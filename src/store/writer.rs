@@ -26,7 +26,7 @@ use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::turns::{Priority, Turn, Turns};
-use super::{Result, StoreError};
+use super::{Result, StoreError, WriterScheduling};
 
 /// How long a writer waits for its turn before giving up (as a pool's
 /// acquire timeout would).
@@ -57,23 +57,23 @@ pub(super) struct Lane {
 }
 
 impl Writer {
-    pub fn sqlite(conn: AnyConnection) -> std::io::Result<Self> {
-        Ok(Self::Sqlite {
-            driver: Driver::start()?,
+    pub fn sqlite(driver: Driver, conn: AnyConnection) -> Self {
+        Self::Sqlite {
+            driver,
             lane: Arc::new(Mutex::new(Lane {
                 conn: Some(conn),
                 rollback_first: false,
             })),
             turns: Arc::default(),
             held_ns: Arc::default(),
-        })
+        }
     }
 
-    /// Where write transactions are driven: the driver's runtime on
-    /// SQLite, the caller's own task on PostgreSQL (None).
-    pub fn driver(&self) -> Option<&tokio::runtime::Handle> {
+    /// Where write transactions are driven: the driver on SQLite, the
+    /// caller's own task on PostgreSQL (None).
+    pub fn driver(&self) -> Option<&Driver> {
         match self {
-            Self::Sqlite { driver, .. } => Some(&driver.handle),
+            Self::Sqlite { driver, .. } => Some(driver),
             Self::Postgres(_) => None,
         }
     }
@@ -145,26 +145,121 @@ impl Writer {
 /// still running then are dropped, and so rolled back.
 pub(super) struct Driver {
     handle: tokio::runtime::Handle,
+    /// What the thread got: `RealTime` may be refused.
+    scheduling: WriterScheduling,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Driver {
-    fn start() -> std::io::Result<Self> {
+    pub fn start(scheduling: WriterScheduling) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (got_tx, got) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("shokai-writer".into())
             .spawn(move || {
+                let got = match scheduling {
+                    WriterScheduling::RealTime => match take_real_time() {
+                        Ok(()) => WriterScheduling::RealTime,
+                        Err(e) => {
+                            tracing::warn!(
+                                error = %e,
+                                "the SQLite writer could not take real-time scheduling; \
+                                 it runs as shared"
+                            );
+                            WriterScheduling::Shared
+                        }
+                    },
+                    WriterScheduling::Shared => WriterScheduling::Shared,
+                };
+                let _ = got_tx.send(got);
                 let _ = runtime.block_on(stopped);
             })?;
+        // The thread's first act: a wait of microseconds, once per store.
+        let scheduling = got.recv().map_err(std::io::Error::other)?;
         Ok(Self {
             handle,
+            scheduling,
             _stop: stop,
         })
     }
+
+    pub fn scheduling(&self) -> WriterScheduling {
+        self.scheduling
+    }
+
+    /// Opens the writer's connection on the driver's thread: the
+    /// connection's worker thread starts there and so is scheduled as the
+    /// driver is. Threads the driver starts afterwards (a reader connection
+    /// opened by a transaction it runs) are scheduled as shared.
+    pub async fn open<T, Fut>(&self, open: Fut) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let real_time = self.scheduling == WriterScheduling::RealTime;
+        self.run(async move {
+            let opened = open.await;
+            if real_time && let Err(e) = keep_real_time_to_itself() {
+                tracing::warn!(error = %e, "the SQLite writer's later threads stay real-time");
+            }
+            opened
+        })
+        .await
+    }
+
+    /// Runs `work` on the driver's thread and waits for it. It runs to its
+    /// end even if the caller stops waiting.
+    pub async fn run<T, Fut>(&self, work: Fut) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        match self.handle.spawn(work).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The driver stopped: the store is being dropped.
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolClosed)),
+        }
+    }
+}
+
+/// Real-time scheduling for the calling thread, and for the threads it
+/// starts from now on (they inherit it).
+#[cfg(target_os = "linux")]
+fn take_real_time() -> std::io::Result<()> {
+    let lowest = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sets the calling thread's policy; `lowest` outlives the call.
+    match unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &lowest) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Real-time scheduling for the calling thread only: threads it starts
+/// from now on are scheduled as shared.
+#[cfg(target_os = "linux")]
+fn keep_real_time_to_itself() -> std::io::Result<()> {
+    let lowest = libc::sched_param { sched_priority: 1 };
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
+    // SAFETY: as in `take_real_time`.
+    match unsafe { libc::sched_setscheduler(0, policy, &lowest) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn take_real_time() -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_real_time_to_itself() -> std::io::Result<()> {
+    Ok(())
 }
 
 /// A write transaction: dereferences to its connection for statements;
@@ -305,7 +400,73 @@ impl Drop for LaneTx {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Priority, Store, StoreConfig, q};
+    use crate::store::{Priority, Store, StoreConfig, WriterScheduling, q};
+
+    /// The policy of each of the process's threads named `name`.
+    #[cfg(target_os = "linux")]
+    fn policies_of(name: &str) -> Vec<i32> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+                let tid: i32 = task.file_name()?.to_str()?.parse().ok()?;
+                // SAFETY: reads a thread's policy; no memory is passed.
+                (comm.trim() == name).then(|| unsafe { libc::sched_getscheduler(tid) })
+            })
+            .collect()
+    }
+
+    /// Real-time scheduling, where the system allows it, goes to the
+    /// writer's driver and its connection's worker, and to no thread
+    /// started later (a reader connection a transaction opens); where it
+    /// is refused the store says so and writes as before.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn real_time_goes_to_the_writer_threads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("rt.db").display());
+        let store = Store::open(&StoreConfig {
+            writer_scheduling: WriterScheduling::RealTime,
+            ..StoreConfig::new(url)
+        })
+        .await
+        .unwrap();
+        let driver = store.writer.driver().unwrap();
+        // A thread started by the driver now: as a reader connection would be.
+        let (policy, later) = driver
+            .run(async {
+                // SAFETY: reads the calling thread's policy.
+                let policy = unsafe { libc::sched_getscheduler(0) };
+                let later = std::thread::spawn(|| unsafe { libc::sched_getscheduler(0) })
+                    .join()
+                    .unwrap();
+                Ok((policy, later))
+            })
+            .await
+            .unwrap();
+        assert_eq!(later, libc::SCHED_OTHER, "a later thread is shared");
+        if store.writer_scheduling() == Some(WriterScheduling::RealTime) {
+            assert_eq!(policy, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK);
+            // Only this test asks for real time: one worker in the process has it.
+            let fifo = |p: &&i32| **p & !libc::SCHED_RESET_ON_FORK == libc::SCHED_FIFO;
+            assert_eq!(
+                policies_of("sqlx-sqlite-wor").iter().filter(fifo).count(),
+                1,
+                "the writer's connection worker, and no reader"
+            );
+        } else {
+            assert_eq!(policy, libc::SCHED_OTHER);
+        }
+        store.ping().await.unwrap();
+        let mut tx = store.begin(Priority::Interactive).await.unwrap();
+        q("CREATE TABLE t (v TEXT)".to_owned())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        store.close().await;
+    }
 
     /// A transaction dropped open is rolled back at once: its rows are gone
     /// and the database's write lock is free for other connections, not
