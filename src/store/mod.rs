@@ -218,11 +218,12 @@ pub enum WriterScheduling {
     #[default]
     Shared,
     /// Real-time (`SCHED_FIFO`, its lowest priority), where the process
-    /// may (Linux, `CAP_SYS_NICE`): a busy machine then wakes them at once
-    /// when their statements or results arrive, instead of after the
-    /// running thread's time slice, so the lock is held for less time.
-    /// They only ever wait on a channel or the disk, never spin. Refused,
-    /// the gateway warns and goes on with `Shared`.
+    /// may (Linux, with `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` of 1 or
+    /// more): a busy machine then wakes them at once when their statements
+    /// or results arrive, instead of after the running thread's time
+    /// slice, so the lock is held for less time. They only ever wait on a
+    /// channel or the disk, never spin. Refused, the gateway warns and goes
+    /// on with `Shared`.
     RealTime,
 }
 

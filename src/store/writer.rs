@@ -162,7 +162,7 @@ impl Driver {
             .name("shokai-writer".into())
             .spawn(move || {
                 let got = match scheduling {
-                    WriterScheduling::RealTime => match take_real_time() {
+                    WriterScheduling::RealTime => match take_real_time(PassedOn::Yes) {
                         Ok(()) => WriterScheduling::RealTime,
                         Err(e) => {
                             tracing::warn!(
@@ -203,7 +203,7 @@ impl Driver {
         let real_time = self.scheduling == WriterScheduling::RealTime;
         self.run(async move {
             let opened = open.await;
-            if real_time && let Err(e) = keep_real_time_to_itself() {
+            if real_time && let Err(e) = take_real_time(PassedOn::No) {
                 tracing::warn!(error = %e, "the SQLite writer's later threads stay real-time");
             }
             opened
@@ -227,25 +227,24 @@ impl Driver {
     }
 }
 
-/// Real-time scheduling for the calling thread, and for the threads it
-/// starts from now on (they inherit it).
-#[cfg(target_os = "linux")]
-fn take_real_time() -> std::io::Result<()> {
-    let lowest = libc::sched_param { sched_priority: 1 };
-    // SAFETY: sets the calling thread's policy; `lowest` outlives the call.
-    match unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &lowest) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
+/// Whether threads started later by a thread that takes real time get it
+/// too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassedOn {
+    Yes,
+    No,
 }
 
-/// Real-time scheduling for the calling thread only: threads it starts
-/// from now on are scheduled as shared.
+/// Real-time scheduling (`SCHED_FIFO`, its lowest priority) for the
+/// calling thread.
 #[cfg(target_os = "linux")]
-fn keep_real_time_to_itself() -> std::io::Result<()> {
+fn take_real_time(passed_on: PassedOn) -> std::io::Result<()> {
     let lowest = libc::sched_param { sched_priority: 1 };
-    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
-    // SAFETY: as in `take_real_time`.
+    let policy = match passed_on {
+        PassedOn::Yes => libc::SCHED_FIFO,
+        PassedOn::No => libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+    };
+    // SAFETY: sets the calling thread's policy; `lowest` outlives the call.
     match unsafe { libc::sched_setscheduler(0, policy, &lowest) } {
         0 => Ok(()),
         _ => Err(std::io::Error::last_os_error()),
@@ -253,13 +252,8 @@ fn keep_real_time_to_itself() -> std::io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn take_real_time() -> std::io::Result<()> {
+fn take_real_time(_: PassedOn) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn keep_real_time_to_itself() -> std::io::Result<()> {
-    Ok(())
 }
 
 /// A write transaction: dereferences to its connection for statements;
