@@ -100,7 +100,9 @@ impl CaseFile {
 }
 
 /// Makes the audit entry of an accepted answer (its revision given).
+/// Owned, so that the filing can run on the writer's thread.
 pub type AnswerAudit = Arc<AnswerTrail>;
+/// The function an `AnswerAudit` shares.
 pub type AnswerTrail = dyn Fn(&Answer, i64) -> AuditEntry + Send + Sync;
 
 /// An inquiry named by an answer batch, as read under the lock.
