@@ -47,8 +47,9 @@ struct Cli {
     #[arg(long, global = true, env = "SHOKAI_JSON_LOGS")]
     json_logs: bool,
     /// How the SQLite writer's threads are scheduled: real-time keeps the
-    /// write lock short on a busy machine (needs CAP_SYS_NICE on Linux;
-    /// refused, the gateway warns and runs shared).
+    /// write lock short on a busy machine (Linux, with CAP_SYS_NICE or an
+    /// RLIMIT_RTPRIO of 1 or more; refused, the gateway warns and runs
+    /// shared).
     #[arg(
         long,
         global = true,

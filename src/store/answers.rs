@@ -189,9 +189,8 @@ impl Store {
         if answers.is_empty() {
             return Ok(Vec::new());
         }
-        let store = self.clone();
         let (institution, answers) = (institution.clone(), answers.to_vec());
-        self.on_writer(async move {
+        self.on_writer(move |store| async move {
             let audit = audit.as_deref();
             store
                 .retrying(|| store.apply_answers_once(&institution, &answers, now, audit))

@@ -228,10 +228,9 @@ impl Store {
     /// and its audit entries in one transaction. A form key used before by
     /// the same actor is a unique violation: the form was sent twice.
     pub async fn insert_case_with(&self, c: &CaseInsert<'_>) -> Result<()> {
-        let store = self.clone();
         let (case, actor, audit) = (c.case.clone(), c.actor.to_owned(), c.audit.to_vec());
         let (form_key, declared) = (c.form_key.map(str::to_owned), c.declared.to_vec());
-        self.on_writer(async move {
+        self.on_writer(move |store| async move {
             store
                 .write_case(&CaseInsert {
                     case: &case,
@@ -394,10 +393,9 @@ impl Store {
         idempotency: Option<(&str, &str)>,
         audit: &[AuditEntry],
     ) -> Result<RequestInsert> {
-        let store = self.clone();
         let (request, actor, audit) = (request.clone(), actor.to_owned(), audit.to_vec());
         let idempotency = idempotency.map(|(key, hash)| (key.to_owned(), hash.to_owned()));
-        self.on_writer(async move {
+        self.on_writer(move |store| async move {
             let idempotency = idempotency.as_ref().map(|(k, h)| (k.as_str(), h.as_str()));
             store
                 .write_request(&request, &actor, idempotency, &audit)

@@ -419,12 +419,15 @@ impl Store {
     /// the HTTP work queued on the caller's worker; on PostgreSQL, which
     /// has no one write lock to keep short, in place. The transaction runs
     /// to its end even if the caller stops waiting: a caller that goes away
-    /// neither rolls back nor half-writes it.
-    async fn on_writer<T, Fut>(&self, transaction: Fut) -> Result<T>
+    /// neither rolls back nor half-writes it. `transaction` gets a handle
+    /// of its own on the store, as it may outlive the caller.
+    async fn on_writer<T, F, Fut>(&self, transaction: F) -> Result<T>
     where
         T: Send + 'static,
+        F: FnOnce(Store) -> Fut,
         Fut: std::future::Future<Output = Result<T>> + Send + 'static,
     {
+        let transaction = transaction(self.clone());
         match self.writer.driver() {
             Some(driver) => driver.run(transaction).await,
             None => transaction.await,

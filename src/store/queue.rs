@@ -375,9 +375,8 @@ impl Store {
     ) -> Result<()> {
         // Deflated before the write lock is taken.
         let stored = super::payload::pack(payload);
-        let store = self.clone();
         let (id, institution, inquiries) = (id.clone(), institution.clone(), inquiries.to_vec());
-        self.on_writer(async move {
+        self.on_writer(move |store| async move {
             store
                 .retrying(|| store.create_batch_once(&id, &institution, &inquiries, &stored, now))
                 .await
@@ -501,9 +500,11 @@ impl Store {
         limit: usize,
         breaker: &BreakerPolicy,
     ) -> Result<Vec<ClaimedBatch>> {
-        let (store, breaker) = (self.clone(), breaker.clone());
-        self.on_writer(async move { store.claim_due(now, lease_ms, limit, &breaker).await })
-            .await
+        let breaker = breaker.clone();
+        self.on_writer(
+            move |store| async move { store.claim_due(now, lease_ms, limit, &breaker).await },
+        )
+        .await
     }
 
     async fn claim_due(
@@ -698,10 +699,9 @@ impl Store {
         finish: &BatchFinish,
         breaker: Option<(&BreakerPolicy, bool)>,
     ) -> Result<()> {
-        let store = self.clone();
         let (attempt, finish) = (attempt.clone(), finish.clone());
         let breaker = breaker.map(|(policy, answered)| (policy.clone(), answered));
-        self.on_writer(async move {
+        self.on_writer(move |store| async move {
             let breaker = breaker
                 .as_ref()
                 .map(|(policy, answered)| (policy, *answered));

@@ -396,6 +396,16 @@ impl Drop for LaneTx {
 mod tests {
     use crate::store::{Priority, Store, StoreConfig, WriterScheduling, q};
 
+    /// A table `t (v TEXT)`, created in a write transaction of its own.
+    async fn create_table_t(store: &Store) {
+        let mut tx = store.begin(Priority::Background).await.unwrap();
+        q("CREATE TABLE t (v TEXT)".to_owned())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
     /// The policy of each of the process's threads named `name`.
     #[cfg(target_os = "linux")]
     fn policies_of(name: &str) -> Vec<i32> {
@@ -453,12 +463,7 @@ mod tests {
             assert_eq!(policy, libc::SCHED_OTHER);
         }
         store.ping().await.unwrap();
-        let mut tx = store.begin(Priority::Interactive).await.unwrap();
-        q("CREATE TABLE t (v TEXT)".to_owned())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        create_table_t(&store).await;
         store.close().await;
     }
 
@@ -470,12 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("w.db").display());
         let store = Store::connect(&StoreConfig::new(url)).await.unwrap();
-        let mut tx = store.begin(Priority::Background).await.unwrap();
-        q("CREATE TABLE t (v TEXT)".to_owned())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        create_table_t(&store).await;
         let mut tx = store.begin(Priority::Background).await.unwrap();
         q("INSERT INTO t (v) VALUES ('dropped')".to_owned())
             .execute(&mut *tx)
