@@ -522,11 +522,26 @@ pub async fn submit_request(
     idempotency: Option<(&str, &str)>,
 ) -> Result<Submitted, CaseworkError> {
     check_can_file(actor)?;
-    if let Some((key, hash)) = idempotency
-        && let Some(replayed) = replay(store, actor, key, hash).await?
-    {
-        return Ok(replayed);
+    // The insert's own transaction finds an earlier use of the key, so a
+    // submit that succeeds looks for none first (one round trip less). One
+    // that fails does: its first try may have been filed before the case
+    // closed, and a retry is owed that first answer, not the refusal.
+    match file_request(store, actor, case_id, input, idempotency).await {
+        Err(e) if !matches!(e, CaseworkError::IdempotencyConflict(_)) => match idempotency {
+            Some((key, hash)) => Ok(replay(store, actor, key, hash).await?.ok_or(e)?),
+            None => Err(e),
+        },
+        done => done,
     }
+}
+
+async fn file_request(
+    store: &Store,
+    actor: &Actor,
+    case_id: &CaseId,
+    input: RequestInput,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Submitted, CaseworkError> {
     let case = checked_case(store, actor, case_id).await?;
     if case.closed_at.is_some() {
         return Err(CaseworkError::Conflict(format!("case {case_id} is closed")));
@@ -582,18 +597,13 @@ pub async fn submit_request(
         .await
     {
         Ok(RequestInsert::Created(view)) => Ok(Submitted::Created(view)),
-        Ok(RequestInsert::Replayed(id)) => {
-            Ok(Submitted::Replayed(read_request(store, actor, &id).await?))
-        }
+        Ok(RequestInsert::Replayed(id)) => Ok(Submitted::Replayed(
+            checked_request(store, actor, &id).await?,
+        )),
         Err(StoreError::Conflict(m)) => Err(CaseworkError::IdempotencyConflict(m)),
-        Err(e) if e.is_unique_violation() => {
-            // Two submissions with one key raced: the loser answers with the
-            // winner's result.
-            let (key, hash) = idempotency.ok_or(CaseworkError::Store(e))?;
-            replay(store, actor, key, hash)
-                .await?
-                .ok_or_else(|| CaseworkError::NotFound(format!("request for key {key}")))
-        }
+        // Two submissions with one key that raced fail here on the key's
+        // unique index: the loser answers with the winner's result
+        // (`submit_request`).
         Err(e) => Err(e.into()),
     }
 }

@@ -412,49 +412,50 @@ impl Store {
         audit: &[AuditEntry],
     ) -> Result<RequestInsert> {
         let now = now_millis();
-        // What decides whether the request is written, read in one go: the
-        // case (with the lock close_case takes, so it cannot close between
-        // this check and the insert), an earlier use of the idempotency key,
-        // and on SQLite the audit chain's head.
+        // What decides whether the request is written, read in one go: an
+        // earlier use of the idempotency key, the case (with the lock
+        // close_case takes, so it cannot close between this check and the
+        // insert), and on SQLite the audit chain's head. Key and case are one
+        // statement: on PostgreSQL each statement is a round trip.
         let mut read = Script::new(self.dialect);
+        let key = idempotency.map(|(key, _)| key.to_owned());
         let case = read.push(
             format!(
-                "SELECT closed_at FROM cases WHERE id = $1{}",
-                self.dialect.for_update()
+                "SELECT c.closed_at, r.id AS replayed_id, r.body_hash \
+                 FROM cases c LEFT JOIN requests r ON r.actor = $1 AND r.idempotency_key = $2 \
+                 WHERE c.id = $3{}",
+                self.dialect.for_update_of("c")
             ),
-            |query| query.bind(request.case_id.as_str().to_owned()),
+            |query| {
+                query
+                    .bind(actor.to_owned())
+                    .bind(key)
+                    .bind(request.case_id.as_str().to_owned())
+            },
         );
-        let existing = idempotency.map(|(key, _)| {
-            read.push(
-                "SELECT id, body_hash FROM requests WHERE actor = $1 AND idempotency_key = $2",
-                move |query| query.bind(actor.to_owned()).bind(key.to_owned()),
-            )
-        });
         let head = if audit.is_empty() {
             None
         } else {
             self.read_audit_head_early(&mut read)
         };
         let (mut tx, read) = self.begin_with(Priority::Interactive, read).await?;
-        match read[case].rows.first() {
-            None => return Err(StoreError::NotFound(format!("case {}", request.case_id))),
-            Some(row) if get_opt_i64(row, "closed_at")?.is_some() => {
-                return Err(StoreError::Refused(format!(
-                    "case {} is closed",
-                    request.case_id
-                )));
-            }
-            Some(_) => {}
-        }
-        if let (Some((key, hash)), Some(existing)) = (idempotency, existing)
-            && let Some(row) = read[existing].rows.first()
-        {
-            let id = RequestId::from_trusted(get_str(row, "id")?);
+        let Some(row) = read[case].rows.first() else {
+            return Err(StoreError::NotFound(format!("case {}", request.case_id)));
+        };
+        // A replay first: the case may have closed since the first try.
+        if let (Some((key, hash)), Some(id)) = (idempotency, get_opt_str(row, "replayed_id")?) {
+            let id = RequestId::from_trusted(id);
             if get_opt_str(row, "body_hash")?.as_deref() == Some(hash) {
                 return Ok(RequestInsert::Replayed(id));
             }
             return Err(StoreError::Conflict(format!(
                 "idempotency key '{key}' was used for a different request ({id})"
+            )));
+        }
+        if get_opt_i64(row, "closed_at")?.is_some() {
+            return Err(StoreError::Refused(format!(
+                "case {} is closed",
+                request.case_id
             )));
         }
         let mut write = Script::new(self.dialect);

@@ -913,3 +913,139 @@ db_test!(
     an_abandoned_submit_is_written_whole_or_not_at_all,
     super::an_abandoned_submit_is_written_whole_or_not_at_all
 );
+
+fn caseworker() -> shokai::casework::Actor {
+    shokai::casework::Actor {
+        id: "token:test:caseworker".into(),
+        role: shokai::casework::Role::Caseworker,
+        office: "131016".into(),
+    }
+}
+
+fn request_input(
+    kinds: &[shokai::domain::state::InquiryKind],
+) -> shokai::domain::request::RequestInput {
+    shokai::domain::request::RequestInput {
+        subject_ids: vec![],
+        targets: ["0001", "0005"]
+            .iter()
+            .map(|b| shokai::domain::request::Target {
+                institution: code(b),
+                branches: vec![],
+            })
+            .collect(),
+        kinds: kinds.to_vec(),
+        reference_date: None,
+        period: None,
+        legal_basis: None,
+        purpose: None,
+        due_date: shokai::casework::today() + chrono::Days::new(14),
+    }
+}
+
+/// A submit with an idempotency key that was filed before gets the first
+/// request back, also once its case has closed and also when two tries
+/// race; the same key with another body is refused, and nothing is filed
+/// twice.
+async fn a_retried_submit_gets_its_first_request_back(url: String) {
+    use shokai::casework::{self, CaseworkError, Submitted};
+    use shokai::domain::state::InquiryKind::{Balance, Existence};
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    let actor = caseworker();
+    let subjects = vec![shokai::domain::request::SubjectInput {
+        kana_name: "ヤマダ タロウ".into(),
+        kanji_name: None,
+        birth_date: d("1970-01-01"),
+        postal_code: None,
+        address: None,
+        former_kana_names: vec![],
+    }];
+    let case = casework::create_case(&store, &actor, "CASE-1", subjects.clone())
+        .await
+        .unwrap()
+        .id;
+    let submit = |key: Option<&'static str>, hash: &'static str, kinds: &'static [_]| {
+        let (store, actor, case) = (store.clone(), actor.clone(), case.clone());
+        async move {
+            casework::submit_request(
+                &store,
+                &actor,
+                &case,
+                request_input(kinds),
+                key.map(|k| (k, hash)),
+            )
+            .await
+        }
+    };
+    let Ok(Submitted::Created(first)) = submit(Some("k1"), "h1", &[Existence]).await else {
+        panic!("the first submit is filed");
+    };
+    assert!(matches!(
+        submit(Some("k1"), "h1", &[Existence]).await,
+        Ok(Submitted::Replayed(v)) if v.id == first.id
+    ));
+    assert!(matches!(
+        submit(Some("k1"), "h2", &[Balance]).await,
+        Err(CaseworkError::IdempotencyConflict(_))
+    ));
+
+    casework::cancel_request(&store, &actor, &first.id)
+        .await
+        .unwrap();
+    casework::close_case(&store, &actor, &case).await.unwrap();
+    assert!(matches!(
+        submit(Some("k1"), "h1", &[Existence]).await,
+        Ok(Submitted::Replayed(v)) if v.id == first.id
+    ));
+    assert!(matches!(
+        submit(Some("k1"), "h2", &[Balance]).await,
+        Err(CaseworkError::IdempotencyConflict(_))
+    ));
+    assert!(matches!(
+        submit(Some("k2"), "h1", &[Existence]).await,
+        Err(CaseworkError::Conflict(m)) if m.contains("closed")
+    ));
+    assert!(matches!(
+        submit(None, "", &[Existence]).await,
+        Err(CaseworkError::Conflict(m)) if m.contains("closed")
+    ));
+
+    // Two tries at once: one files, the other gets its request.
+    let open_case = casework::create_case(&store, &actor, "CASE-2", subjects)
+        .await
+        .unwrap()
+        .id;
+    let race = || {
+        let (store, actor, case) = (store.clone(), actor.clone(), open_case.clone());
+        tokio::spawn(async move {
+            casework::submit_request(
+                &store,
+                &actor,
+                &case,
+                request_input(&[Existence]),
+                Some(("k3", "h3")),
+            )
+            .await
+        })
+    };
+    let (a, b) = tokio::join!(race(), race());
+    let ids: Vec<_> = [a.unwrap().unwrap(), b.unwrap().unwrap()]
+        .into_iter()
+        .map(|s| match s {
+            Submitted::Created(v) => ("created", v.id),
+            Submitted::Replayed(v) => ("replayed", v.id),
+        })
+        .collect();
+    assert_eq!(ids[0].1, ids[1].1, "{ids:?}");
+    assert_ne!(ids[0].0, ids[1].0, "{ids:?}");
+    let mut filed = 0;
+    for c in [&case, &open_case] {
+        filed += store.case_requests(c).await.unwrap().len();
+    }
+    assert_eq!(filed, 2);
+}
+db_test!(
+    a_retried_submit_gets_its_first_request_back,
+    super::a_retried_submit_gets_its_first_request_back
+);
