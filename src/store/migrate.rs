@@ -111,6 +111,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0016_history_from_answers.sql"),
         postgres: include_str!("../../migrations/postgres/0016_history_from_answers.sql"),
     },
+    Migration {
+        version: 17,
+        name: "per_inquiry_keys",
+        sqlite: include_str!("../../migrations/sqlite/0017_per_inquiry_keys.sql"),
+        postgres: include_str!("../../migrations/postgres/0017_per_inquiry_keys.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -316,10 +316,23 @@ async fn bad_requests_get_problems_and_change_nothing(url: String) {
     let (_, case) = env
         .call(reqwest::Method::POST, "/cases", Some(&case_body()), None)
         .await;
+    let (_, other_case) = env
+        .call(reqwest::Method::POST, "/cases", Some(&case_body()), None)
+        .await;
     let due = (shokai::casework::today() + chrono::Days::new(14)).to_string();
     let base = json!({"case_id": case["id"], "institutions": [{"code": "0001"}], "kinds": ["balance"], "due_date": due});
     let cases: Vec<(Value, u16, &str)> = vec![
         (json!({"nonsense": true}), 400, "invalid_json"),
+        (
+            {
+                // On PostgreSQL no foreign key would stop it (0017).
+                let mut b = base.clone();
+                b["subject_ids"] = json!([other_case["subjects"][0]["id"]]);
+                b
+            },
+            422,
+            "unknown_subject",
+        ),
         (
             {
                 let mut b = base.clone();
