@@ -12,8 +12,7 @@
 -- institutions are checked against the directory and never deleted. An
 -- answer's inquiry is read and locked by the filing that inserts it, and
 -- its accounts, transactions and holdings go in with it. Retention
--- deletes children before parents. SQLite keeps its keys: there a key is
--- an index lookup, not a query.
+-- deletes children before parents. SQLite's 0017 drops the same keys.
 ALTER TABLE inquiries DROP CONSTRAINT inquiries_request_id_fkey;
 ALTER TABLE inquiries DROP CONSTRAINT inquiries_subject_id_fkey;
 ALTER TABLE inquiries DROP CONSTRAINT inquiries_institution_code_fkey;

@@ -1049,3 +1049,105 @@ db_test!(
     a_retried_submit_gets_its_first_request_back,
     super::a_retried_submit_gets_its_first_request_back
 );
+
+/// The tables whose keys migration 0017 drops.
+const PER_INQUIRY_TABLES: [&str; 5] = [
+    "inquiries",
+    "answers",
+    "answer_accounts",
+    "answer_transactions",
+    "answer_other_holdings",
+];
+
+async fn foreign_keys_of_per_inquiry_rows(url: &str) -> i64 {
+    let mut n = 0;
+    for table in PER_INQUIRY_TABLES {
+        let sql = if url.starts_with("sqlite") {
+            format!("SELECT COUNT(*) FROM pragma_foreign_key_list('{table}')")
+        } else {
+            format!(
+                "SELECT COUNT(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = '{table}'::regclass"
+            )
+        };
+        n += crate::support::count_behind_the_store(url, &sql).await;
+    }
+    n
+}
+
+/// Migration 0017 drops the keys of the rows written once per inquiry (on
+/// SQLite by rebuilding their tables): every row stays, the histories read
+/// the same, and no id is given out again, not even a purged row's.
+async fn the_per_inquiry_keys_migration_keeps_rows_and_ids(url: String) {
+    use crate::support::{count_behind_the_store, execute_behind_the_store};
+    let (store, request, claimed) = claimed_batch(&url, "0001", 2).await;
+    acknowledge(&store, &claimed[0], now_millis()).await;
+    let (first, second) = (&request.inquiries[0].id, &request.inquiries[1].id);
+    store
+        .apply_answer(&code("0001"), &found(first, 100), now_millis())
+        .await
+        .unwrap();
+    assert_eq!(foreign_keys_of_per_inquiry_rows(&url).await, 0);
+    // A purged answer's id, above every id in use.
+    let sqlite = url.starts_with("sqlite");
+    if sqlite {
+        execute_behind_the_store(
+            &url,
+            &[
+                "INSERT INTO answers (id, inquiry_id, revision, institution_code, response_id, \
+                 outcome, content_hash, received_at, case_id) SELECT 1000, inquiry_id, 99, \
+                 institution_code, response_id, outcome, content_hash, received_at, case_id \
+                 FROM answers",
+                "DELETE FROM answers WHERE id = 1000",
+            ],
+        )
+        .await;
+    } else {
+        execute_behind_the_store(&url, &["SELECT setval('answers_id_seq', 1000)"]).await;
+    }
+    let before = store.request(&request.id).await.unwrap().unwrap();
+    let accounts = "SELECT COUNT(*) FROM answer_accounts";
+    assert_eq!(count_behind_the_store(&url, accounts).await, 1);
+
+    // Back to the schema before 0017. On SQLite the rebuild runs again on
+    // the rebuilt tables; a new database ran it on the keyed ones.
+    let mut back = vec!["DELETE FROM shokai_migrations WHERE version = 17"];
+    if !sqlite {
+        back.extend([
+            "ALTER TABLE inquiries ADD CONSTRAINT inquiries_request_id_fkey \
+             FOREIGN KEY (request_id) REFERENCES requests (id)",
+            "ALTER TABLE inquiries ADD CONSTRAINT inquiries_subject_id_fkey \
+             FOREIGN KEY (subject_id) REFERENCES subjects (id)",
+            "ALTER TABLE inquiries ADD CONSTRAINT inquiries_institution_code_fkey \
+             FOREIGN KEY (institution_code) REFERENCES institutions (code)",
+            "ALTER TABLE answers ADD CONSTRAINT answers_inquiry_id_fkey \
+             FOREIGN KEY (inquiry_id) REFERENCES inquiries (id)",
+            "ALTER TABLE answer_accounts ADD CONSTRAINT answer_accounts_answer_id_fkey \
+             FOREIGN KEY (answer_id) REFERENCES answers (id)",
+            "ALTER TABLE answer_transactions ADD CONSTRAINT answer_transactions_account_id_fkey \
+             FOREIGN KEY (account_id) REFERENCES answer_accounts (id)",
+            "ALTER TABLE answer_other_holdings ADD CONSTRAINT answer_other_holdings_answer_id_fkey \
+             FOREIGN KEY (answer_id) REFERENCES answers (id)",
+        ]);
+    }
+    execute_behind_the_store(&url, &back).await;
+    if !sqlite {
+        assert_eq!(foreign_keys_of_per_inquiry_rows(&url).await, 7);
+    }
+
+    store.migrate().await.unwrap();
+    assert_eq!(foreign_keys_of_per_inquiry_rows(&url).await, 0);
+    let after = store.request(&request.id).await.unwrap().unwrap();
+    assert_eq!(histories(&after), histories(&before));
+    assert_eq!(count_behind_the_store(&url, accounts).await, 1);
+    store
+        .apply_answer(&code("0001"), &found(second, 200), now_millis())
+        .await
+        .unwrap();
+    let newest = count_behind_the_store(&url, "SELECT MAX(id) FROM answers").await;
+    assert!(newest > 1000, "answer id {newest} was given out before");
+    store.close().await;
+}
+db_test!(
+    the_per_inquiry_keys_migration_keeps_rows_and_ids,
+    super::the_per_inquiry_keys_migration_keeps_rows_and_ids
+);
