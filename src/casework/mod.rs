@@ -542,7 +542,18 @@ async fn file_request(
     input: RequestInput,
     idempotency: Option<(&str, &str)>,
 ) -> Result<Submitted, CaseworkError> {
-    let case = checked_case(store, actor, case_id).await?;
+    let codes: Vec<_> = input
+        .targets
+        .iter()
+        .map(|t| t.institution.clone())
+        .collect();
+    // Two reads that need nothing of each other go at once: each is a
+    // round trip. Their errors still come in the order of the checks.
+    let (case, known) = tokio::join!(
+        checked_case(store, actor, case_id),
+        known_institutions(store, &codes)
+    );
+    let case = case?;
     if case.closed_at.is_some() {
         return Err(CaseworkError::Conflict(format!("case {case_id} is closed")));
     }
@@ -551,13 +562,8 @@ async fn file_request(
     if input.subject_ids.is_empty() {
         input.subject_ids = subject_ids.clone();
     }
-    let codes: Vec<_> = input
-        .targets
-        .iter()
-        .map(|t| t.institution.clone())
-        .collect();
     let request = Request::validate(case_id, &subject_ids, input, today())?;
-    known_institutions(store, &codes).await?;
+    known?;
     let mut seen = std::collections::HashSet::new();
     for inq in &request.inquiries {
         let t = &inq.target;

@@ -316,32 +316,33 @@ impl Store {
     }
 
     pub async fn case(&self, id: &CaseId) -> Result<Option<CaseRecord>> {
-        // Both reads on one connection: every pool checkout is a wait.
-        let mut conn = self.pool.acquire().await?;
-        let Some(row) = q(
-            "SELECT id, office, case_number, decision_date, created_at, closed_at FROM cases WHERE id = $1"
-                .to_owned(),
-        )
+        // The case and its subjects in one read, a row per subject: every
+        // read is a round trip, and a submit starts with this one.
+        let rows = q("SELECT c.office, c.case_number, c.decision_date, c.created_at AS case_created_at, \
+             c.closed_at, s.id, s.kana_name, s.kanji_name, s.birth_date, s.postal_code, s.address, \
+             s.former_kana_names \
+             FROM cases c LEFT JOIN subjects s ON s.case_id = c.id WHERE c.id = $1 ORDER BY s.position"
+            .to_owned())
         .bind(id.as_str().to_owned())
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let subjects = q("SELECT * FROM subjects WHERE case_id = $1 ORDER BY position".to_owned())
-            .bind(id.as_str().to_owned())
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(subject_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let mut subjects = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A case has subjects; the join's one row without is no subject.
+            if get_opt_str(row, "id")?.is_some() {
+                subjects.push(subject_from_row(row)?);
+            }
+        }
         Ok(Some(CaseRecord {
-            id: CaseId::from_trusted(get_str(&row, "id")?),
-            office: get_str(&row, "office")?,
-            case_number: get_str(&row, "case_number")?,
-            decision_date: get_opt_date(&row, "decision_date")?,
-            created_at: get_i64(&row, "created_at")?,
-            closed_at: get_opt_i64(&row, "closed_at")?,
+            id: id.clone(),
+            office: get_str(row, "office")?,
+            case_number: get_str(row, "case_number")?,
+            decision_date: get_opt_date(row, "decision_date")?,
+            created_at: get_i64(row, "case_created_at")?,
+            closed_at: get_opt_i64(row, "closed_at")?,
             subjects,
         }))
     }
