@@ -1050,18 +1050,22 @@ db_test!(
     super::a_retried_submit_gets_its_first_request_back
 );
 
-/// The tables whose keys migration 0017 drops.
-const PER_INQUIRY_TABLES: [&str; 5] = [
-    "inquiries",
-    "answers",
-    "answer_accounts",
-    "answer_transactions",
-    "answer_other_holdings",
+/// The keys migration 0017 drops: table, column, parent, parent's column.
+const PER_INQUIRY_KEYS: [(&str, &str, &str, &str); 7] = [
+    ("inquiries", "request_id", "requests", "id"),
+    ("inquiries", "subject_id", "subjects", "id"),
+    ("inquiries", "institution_code", "institutions", "code"),
+    ("answers", "inquiry_id", "inquiries", "id"),
+    ("answer_accounts", "answer_id", "answers", "id"),
+    ("answer_transactions", "account_id", "answer_accounts", "id"),
+    ("answer_other_holdings", "answer_id", "answers", "id"),
 ];
 
 async fn foreign_keys_of_per_inquiry_rows(url: &str) -> i64 {
+    let mut tables: Vec<&str> = PER_INQUIRY_KEYS.iter().map(|k| k.0).collect();
+    tables.dedup();
     let mut n = 0;
-    for table in PER_INQUIRY_TABLES {
+    for table in tables {
         let sql = if url.starts_with("sqlite") {
             format!("SELECT COUNT(*) FROM pragma_foreign_key_list('{table}')")
         } else {
@@ -1110,28 +1114,22 @@ async fn the_per_inquiry_keys_migration_keeps_rows_and_ids(url: String) {
 
     // Back to the schema before 0017. On SQLite the rebuild runs again on
     // the rebuilt tables; a new database ran it on the keyed ones.
-    let mut back = vec!["DELETE FROM shokai_migrations WHERE version = 17"];
+    let mut back = vec!["DELETE FROM shokai_migrations WHERE version = 17".to_owned()];
     if !sqlite {
-        back.extend([
-            "ALTER TABLE inquiries ADD CONSTRAINT inquiries_request_id_fkey \
-             FOREIGN KEY (request_id) REFERENCES requests (id)",
-            "ALTER TABLE inquiries ADD CONSTRAINT inquiries_subject_id_fkey \
-             FOREIGN KEY (subject_id) REFERENCES subjects (id)",
-            "ALTER TABLE inquiries ADD CONSTRAINT inquiries_institution_code_fkey \
-             FOREIGN KEY (institution_code) REFERENCES institutions (code)",
-            "ALTER TABLE answers ADD CONSTRAINT answers_inquiry_id_fkey \
-             FOREIGN KEY (inquiry_id) REFERENCES inquiries (id)",
-            "ALTER TABLE answer_accounts ADD CONSTRAINT answer_accounts_answer_id_fkey \
-             FOREIGN KEY (answer_id) REFERENCES answers (id)",
-            "ALTER TABLE answer_transactions ADD CONSTRAINT answer_transactions_account_id_fkey \
-             FOREIGN KEY (account_id) REFERENCES answer_accounts (id)",
-            "ALTER TABLE answer_other_holdings ADD CONSTRAINT answer_other_holdings_answer_id_fkey \
-             FOREIGN KEY (answer_id) REFERENCES answers (id)",
-        ]);
+        back.extend(PER_INQUIRY_KEYS.iter().map(|(table, column, parent, key)| {
+            format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fkey \
+                 FOREIGN KEY ({column}) REFERENCES {parent} ({key})"
+            )
+        }));
     }
+    let back: Vec<&str> = back.iter().map(String::as_str).collect();
     execute_behind_the_store(&url, &back).await;
     if !sqlite {
-        assert_eq!(foreign_keys_of_per_inquiry_rows(&url).await, 7);
+        assert_eq!(
+            foreign_keys_of_per_inquiry_rows(&url).await,
+            PER_INQUIRY_KEYS.len() as i64
+        );
     }
 
     store.migrate().await.unwrap();
