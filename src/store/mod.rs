@@ -227,6 +227,10 @@ pub enum WriterScheduling {
     RealTime,
 }
 
+/// How long a pooled connection may sit idle and still be handed out
+/// without a ping first (`Store::connect`).
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// The default embedded database: a file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://shokai.db";
 
@@ -280,6 +284,20 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out, one round trip
+            // before each use: on PostgreSQL a third of a submit's. It also
+            // pings every connection given back and drops a broken one, so
+            // only one that sat idle can have died unseen: just those are
+            // pinged.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {

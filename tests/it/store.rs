@@ -14,7 +14,7 @@ use shokai::store::{
 };
 
 use crate::db_test;
-use crate::support::{code, import_small_directory, open};
+use crate::support::{code, count_behind_the_store, import_small_directory, open};
 
 fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -1073,7 +1073,7 @@ async fn foreign_keys_of_per_inquiry_rows(url: &str) -> i64 {
                 "SELECT COUNT(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = '{table}'::regclass"
             )
         };
-        n += crate::support::count_behind_the_store(url, &sql).await;
+        n += count_behind_the_store(url, &sql).await;
     }
     n
 }
@@ -1082,7 +1082,7 @@ async fn foreign_keys_of_per_inquiry_rows(url: &str) -> i64 {
 /// SQLite by rebuilding their tables): every row stays, the histories read
 /// the same, and no id is given out again, not even a purged row's.
 async fn the_per_inquiry_keys_migration_keeps_rows_and_ids(url: String) {
-    use crate::support::{count_behind_the_store, execute_behind_the_store};
+    use crate::support::execute_behind_the_store;
     let (store, request, claimed) = claimed_batch(&url, "0001", 2).await;
     acknowledge(&store, &claimed[0], now_millis()).await;
     let (first, second) = (&request.inquiries[0].id, &request.inquiries[1].id);
@@ -1149,3 +1149,36 @@ db_test!(
     the_per_inquiry_keys_migration_keeps_rows_and_ids,
     super::the_per_inquiry_keys_migration_keeps_rows_and_ids
 );
+
+/// The pool no longer pings a connection before every use (a round trip
+/// each); one that the server dropped while it sat idle must still be
+/// replaced without the caller seeing an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_idle_is_replaced_unseen() {
+    let Some(db) = crate::support::postgres_db().await else {
+        eprintln!("skipped: SHOKAI_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let store = open(&db.url).await;
+    let (a, b, c) = tokio::join!(store.ping(), store.ping(), store.ping());
+    (a.unwrap(), b.unwrap(), c.unwrap());
+    let dropped = count_behind_the_store(
+        &db.url,
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await;
+    assert!(dropped >= 1, "the store held no connection to drop");
+    tokio::time::sleep(shokai::store::PING_IF_IDLE_FOR + std::time::Duration::from_millis(200))
+        .await;
+    for _ in 0..4 {
+        store
+            .ping()
+            .await
+            .expect("a fresh connection in place of the dropped ones");
+    }
+    let (a, b, c) = tokio::join!(store.ping(), store.ping(), store.ping());
+    (a.unwrap(), b.unwrap(), c.unwrap());
+    store.close().await;
+    db.drop_postgres().await;
+}
