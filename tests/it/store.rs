@@ -1161,7 +1161,9 @@ async fn a_connection_dropped_while_idle_is_replaced_unseen() {
     };
     let store = open(&db.url).await;
     let (a, b, c) = tokio::join!(store.ping(), store.ping(), store.ping());
-    (a.unwrap(), b.unwrap(), c.unwrap());
+    for pinged in [a, b, c] {
+        pinged.unwrap();
+    }
     let dropped = count_behind_the_store(
         &db.url,
         "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
@@ -1178,7 +1180,9 @@ async fn a_connection_dropped_while_idle_is_replaced_unseen() {
             .expect("a fresh connection in place of the dropped ones");
     }
     let (a, b, c) = tokio::join!(store.ping(), store.ping(), store.ping());
-    (a.unwrap(), b.unwrap(), c.unwrap());
+    for pinged in [a, b, c] {
+        pinged.unwrap();
+    }
     store.close().await;
     db.drop_postgres().await;
 }
