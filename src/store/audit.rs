@@ -183,7 +183,11 @@ impl Store {
     /// Adds `entries`, unchained, to a script of the transaction that does
     /// what they record (PostgreSQL). No lock is taken: the chainer links
     /// them after the commit.
-    fn leave_audit_pending<'a>(&self, script: &mut Script<'a>, entries: &'a [AuditEntry]) {
+    pub(super) fn leave_audit_pending<'a>(
+        &self,
+        script: &mut Script<'a>,
+        entries: &'a [AuditEntry],
+    ) {
         script.insert_rows(
             &format!("INSERT INTO audit_pending ({ENTRY_COLUMNS})"),
             9,

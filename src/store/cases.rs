@@ -5,8 +5,8 @@ use sqlx::any::AnyRow;
 
 use super::script::Script;
 use super::{
-    Priority, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64, get_opt_str, get_str,
-    parse_date, q,
+    Dialect, Priority, Query, Result, Store, StoreError, get_i64, get_opt_date, get_opt_i64,
+    get_opt_str, get_str, parse_date, q,
 };
 use crate::domain::audit::AuditEntry;
 use crate::domain::department::{Department, RecordKind, SuggestedAction};
@@ -413,155 +413,62 @@ impl Store {
         audit: &[AuditEntry],
     ) -> Result<RequestInsert> {
         let now = now_millis();
-        // What decides whether the request is written, read in one go: an
-        // earlier use of the idempotency key, the case (with the lock
-        // close_case takes, so it cannot close between this check and the
-        // insert), and on SQLite the audit chain's head. Key and case are one
-        // statement: on PostgreSQL each statement is a round trip.
-        let mut read = Script::new(self.dialect);
+        // What decides whether the request is written: an earlier use of
+        // the idempotency key and the case, with the lock close_case takes,
+        // so that it cannot close between this check and the insert.
         let key = idempotency.map(|(key, _)| key.to_owned());
-        let case = read.push(
+        let bind_decider = |query: Query| {
+            query
+                .bind(actor.to_owned())
+                .bind(key)
+                .bind(request.case_id.as_str().to_owned())
+        };
+        let decider = |admits: &str| {
             format!(
-                "SELECT c.closed_at, r.id AS replayed_id, r.body_hash \
+                "SELECT c.closed_at, r.id AS replayed_id, r.body_hash{admits} \
                  FROM cases c LEFT JOIN requests r ON r.actor = $1 AND r.idempotency_key = $2 \
                  WHERE c.id = $3{}",
                 self.dialect.for_update_of("c")
-            ),
-            |query| {
-                query
-                    .bind(actor.to_owned())
-                    .bind(key)
-                    .bind(request.case_id.as_str().to_owned())
-            },
-        );
+            )
+        };
+        if self.dialect == Dialect::Postgres {
+            // One statement, its own transaction: the decider as the gate
+            // of the writes. Three round trips fewer than BEGIN, the read,
+            // the write and COMMIT, and the case stays locked for one.
+            let mut write = Script::new(self.dialect);
+            let gate = write.gate(
+                decider(", c.closed_at IS NULL AND r.id IS NULL AS admits"),
+                bind_decider,
+            );
+            push_request_writes(&mut write, request, actor, idempotency, now);
+            self.leave_audit_pending(&mut write, audit);
+            let mut conn = self.pool.acquire().await?;
+            let done = write.run_alone(&mut conn).await?;
+            return match refused_request(done[gate].rows.first(), request, idempotency)? {
+                Some(decided) => Ok(decided),
+                None => Ok(RequestInsert::Created(created_view(request, now))),
+            };
+        }
+        // SQLite: the decider and the audit chain's head in one script, the
+        // writes in a second that commits.
+        let mut read = Script::new(self.dialect);
+        let case = read.push(decider(""), bind_decider);
         let head = if audit.is_empty() {
             None
         } else {
             self.read_audit_head_early(&mut read)
         };
         let (mut tx, read) = self.begin_with(Priority::Interactive, read).await?;
-        let Some(row) = read[case].rows.first() else {
-            return Err(StoreError::NotFound(format!("case {}", request.case_id)));
-        };
-        // A replay first: the case may have closed since the first try.
-        if let (Some((key, hash)), Some(id)) = (idempotency, get_opt_str(row, "replayed_id")?) {
-            let id = RequestId::from_trusted(id);
-            if get_opt_str(row, "body_hash")?.as_deref() == Some(hash) {
-                return Ok(RequestInsert::Replayed(id));
-            }
-            return Err(StoreError::Conflict(format!(
-                "idempotency key '{key}' was used for a different request ({id})"
-            )));
-        }
-        if get_opt_i64(row, "closed_at")?.is_some() {
-            return Err(StoreError::Refused(format!(
-                "case {} is closed",
-                request.case_id
-            )));
+        if let Some(decided) = refused_request(read[case].rows.first(), request, idempotency)? {
+            return Ok(decided);
         }
         let mut write = Script::new(self.dialect);
-        write.push(
-            "INSERT INTO requests (id, case_id, actor, idempotency_key, body_hash, kinds, \
-             reference_date, period_from, period_to, legal_basis, purpose, due_date, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            move |query| {
-                query
-                    .bind(request.id.as_str().to_owned())
-                    .bind(request.case_id.as_str().to_owned())
-                    .bind(actor.to_owned())
-                    .bind(idempotency.map(|(k, _)| k.to_owned()))
-                    .bind(idempotency.map(|(_, h)| h.to_owned()))
-                    .bind(kinds_to_text(&request.kinds))
-                    .bind(request.reference_date.to_string())
-                    .bind(request.period.map(|p| p.from.to_string()))
-                    .bind(request.period.map(|p| p.to.to_string()))
-                    .bind(request.legal_basis.clone())
-                    .bind(request.purpose.clone())
-                    .bind(request.due_date.to_string())
-                    .bind(now)
-            },
-        );
-        // Multi-row inserts keep a large request to a few statements. The
-        // rows go in by institution: a table keeps rows in insertion order,
-        // and each later step (sealing, finishing, answering) rewrites one
-        // institution's inquiries at a time, so clustered they share pages.
-        // A request asked at five banks rewrote five times the pages.
-        let mut by_institution: Vec<&PlannedInquiry> = request.inquiries.iter().collect();
-        by_institution.sort_by(|a, b| a.target.institution.cmp(&b.target.institution));
-        write.insert_owned_rows(
-            "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
-             due_date, created_at, updated_at, state)",
-            10,
-            by_institution,
-            "",
-            move |query, inq| {
-                query
-                    .bind(inq.id.as_str().to_owned())
-                    .bind(request.id.as_str().to_owned())
-                    .bind(request.case_id.as_str().to_owned())
-                    .bind(inq.subject_id.as_str().to_owned())
-                    .bind(inq.target.institution.as_str().to_owned())
-                    .bind(branches_to_text(&inq.target.branches))
-                    .bind(request.due_date.to_string())
-                    .bind(now)
-                    .bind(now)
-                    .bind(InquiryState::Queued.as_str())
-            },
-        );
-        // The delivery queue (migration 0011): left when sealed or cancelled.
-        write.insert_rows(
-            "INSERT INTO inquiry_queue (inquiry_id, institution_code, created_at)",
-            3,
-            &request.inquiries,
-            "",
-            move |query, inq| {
-                query
-                    .bind(inq.id.as_str().to_owned())
-                    .bind(inq.target.institution.as_str().to_owned())
-                    .bind(now)
-            },
-        );
-        // No statement reads another's rows: on PostgreSQL, one round trip.
-        write.fuse_writes();
+        push_request_writes(&mut write, request, actor, idempotency, now);
         write.then_commit();
         self.run_audited(&mut tx, write, head.map(|h| &read[h]), audit)
             .await?;
         tx.commit().await?;
-        let today = jst_date(now);
-        let mut inquiries: Vec<InquiryView> = request
-            .inquiries
-            .iter()
-            .map(|inq| InquiryView {
-                id: inq.id.clone(),
-                subject_id: inq.subject_id.clone(),
-                institution: inq.target.institution.clone(),
-                branches: inq.target.branches.clone(),
-                state: InquiryState::Queued,
-                batch_id: None,
-                due_date: request.due_date,
-                overdue: request.due_date < today,
-                failure_reason: None,
-                answer_revision: 0,
-                attempts: 0,
-                created_at: now,
-                updated_at: now,
-                history: vec![(InquiryState::Queued, now)],
-            })
-            .collect();
-        // The order a read gives: created_at (the same for all), then id.
-        inquiries.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-        Ok(RequestInsert::Created(RequestView {
-            id: request.id.clone(),
-            case_id: request.case_id.clone(),
-            kinds: request.kinds.iter().copied().collect(),
-            reference_date: request.reference_date,
-            period: request.period,
-            legal_basis: request.legal_basis.clone(),
-            purpose: request.purpose.clone(),
-            due_date: request.due_date,
-            created_at: now,
-            inquiries,
-        }))
+        Ok(RequestInsert::Created(created_view(request, now)))
     }
 
     pub async fn request(&self, id: &RequestId) -> Result<Option<RequestView>> {
@@ -955,4 +862,148 @@ fn alert_change(r: &AnyRow) -> Result<Option<AlertChange>> {
         suggested_action: SuggestedAction::parse(&action)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown suggested action '{action}'")))?,
     }))
+}
+
+/// A request's rows: the request, its inquiries and their places in the
+/// queue. No statement reads another's rows (on PostgreSQL they fuse).
+fn push_request_writes<'a>(
+    write: &mut Script<'a>,
+    request: &'a Request,
+    actor: &'a str,
+    idempotency: Option<(&'a str, &'a str)>,
+    now: i64,
+) {
+    write.insert_rows(
+        "INSERT INTO requests (id, case_id, actor, idempotency_key, body_hash, kinds, \
+         reference_date, period_from, period_to, legal_basis, purpose, due_date, created_at)",
+        13,
+        std::slice::from_ref(request),
+        "",
+        move |query, request| {
+            query
+                .bind(request.id.as_str().to_owned())
+                .bind(request.case_id.as_str().to_owned())
+                .bind(actor.to_owned())
+                .bind(idempotency.map(|(k, _)| k.to_owned()))
+                .bind(idempotency.map(|(_, h)| h.to_owned()))
+                .bind(kinds_to_text(&request.kinds))
+                .bind(request.reference_date.to_string())
+                .bind(request.period.map(|p| p.from.to_string()))
+                .bind(request.period.map(|p| p.to.to_string()))
+                .bind(request.legal_basis.clone())
+                .bind(request.purpose.clone())
+                .bind(request.due_date.to_string())
+                .bind(now)
+        },
+    );
+    // Multi-row inserts keep a large request to a few statements. The
+    // rows go in by institution: a table keeps rows in insertion order,
+    // and each later step (sealing, finishing, answering) rewrites one
+    // institution's inquiries at a time, so clustered they share pages.
+    // A request asked at five banks rewrote five times the pages.
+    let mut by_institution: Vec<&PlannedInquiry> = request.inquiries.iter().collect();
+    by_institution.sort_by(|a, b| a.target.institution.cmp(&b.target.institution));
+    write.insert_owned_rows(
+        "INSERT INTO inquiries (id, request_id, case_id, subject_id, institution_code, branches, \
+         due_date, created_at, updated_at, state)",
+        10,
+        by_institution,
+        "",
+        move |query, inq| {
+            query
+                .bind(inq.id.as_str().to_owned())
+                .bind(request.id.as_str().to_owned())
+                .bind(request.case_id.as_str().to_owned())
+                .bind(inq.subject_id.as_str().to_owned())
+                .bind(inq.target.institution.as_str().to_owned())
+                .bind(branches_to_text(&inq.target.branches))
+                .bind(request.due_date.to_string())
+                .bind(now)
+                .bind(now)
+                .bind(InquiryState::Queued.as_str())
+        },
+    );
+    // The delivery queue (migration 0011): left when sealed or cancelled.
+    write.insert_rows(
+        "INSERT INTO inquiry_queue (inquiry_id, institution_code, created_at)",
+        3,
+        &request.inquiries,
+        "",
+        move |query, inq| {
+            query
+                .bind(inq.id.as_str().to_owned())
+                .bind(inq.target.institution.as_str().to_owned())
+                .bind(now)
+        },
+    );
+    write.fuse_writes();
+}
+
+/// What the decider's row says against writing `request`: the case is
+/// missing or closed (an error), or the key was used before (the earlier
+/// request, or a conflict if its body differed). None: write it.
+fn refused_request(
+    row: Option<&AnyRow>,
+    request: &Request,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Option<RequestInsert>> {
+    let Some(row) = row else {
+        return Err(StoreError::NotFound(format!("case {}", request.case_id)));
+    };
+    // A replay first: the case may have closed since the first try.
+    if let (Some((key, hash)), Some(id)) = (idempotency, get_opt_str(row, "replayed_id")?) {
+        let id = RequestId::from_trusted(id);
+        if get_opt_str(row, "body_hash")?.as_deref() == Some(hash) {
+            return Ok(Some(RequestInsert::Replayed(id)));
+        }
+        return Err(StoreError::Conflict(format!(
+            "idempotency key '{key}' was used for a different request ({id})"
+        )));
+    }
+    if get_opt_i64(row, "closed_at")?.is_some() {
+        return Err(StoreError::Refused(format!(
+            "case {} is closed",
+            request.case_id
+        )));
+    }
+    Ok(None)
+}
+
+/// The request as a read would give it back, just written at `now`.
+fn created_view(request: &Request, now: i64) -> RequestView {
+    let today = jst_date(now);
+    let mut inquiries: Vec<InquiryView> = request
+        .inquiries
+        .iter()
+        .map(|inq| InquiryView {
+            id: inq.id.clone(),
+            subject_id: inq.subject_id.clone(),
+            institution: inq.target.institution.clone(),
+            branches: inq.target.branches.clone(),
+            state: InquiryState::Queued,
+            batch_id: None,
+            due_date: request.due_date,
+            overdue: request.due_date < today,
+            failure_reason: None,
+            answer_revision: 0,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            history: vec![(InquiryState::Queued, now)],
+        })
+        .collect();
+    // The order a read gives: created_at (the same for all), then id.
+    inquiries.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    RequestView {
+        id: request.id.clone(),
+        case_id: request.case_id.clone(),
+        kinds: request.kinds.iter().copied().collect(),
+        reference_date: request.reference_date,
+        period: request.period,
+        legal_basis: request.legal_basis.clone(),
+        purpose: request.purpose.clone(),
+        due_date: request.due_date,
+        created_at: now,
+        inquiries,
+    }
 }

@@ -53,6 +53,9 @@ pub(super) struct Script<'a> {
     commits: bool,
     /// Whether PostgreSQL runs the writes as one statement (`fuse_writes`).
     fuses: bool,
+    /// Whether the script's first statement is a gate that its inserts
+    /// wait on (`gate`, PostgreSQL).
+    gated: bool,
 }
 
 impl<'a> Script<'a> {
@@ -64,7 +67,30 @@ impl<'a> Script<'a> {
             begins: false,
             commits: false,
             fuses: false,
+            gated: false,
         }
+    }
+
+    /// PostgreSQL: makes the script one statement, run on its own outside
+    /// any transaction (`run_alone`), whose inserts take effect only if
+    /// the gate admits them. `sql` is a `SELECT` of at most one row with
+    /// a boolean column `admits`; it may lock what it reads (`FOR … OF`),
+    /// and the lock holds until the statement ends. Its row is the
+    /// script's only result. Every statement added after it must be an
+    /// `insert_rows`: those are what the gate can hold back.
+    pub fn gate(
+        &mut self,
+        sql: impl Into<String>,
+        bind: impl FnOnce(Query) -> Query + Send + 'a,
+    ) -> usize {
+        debug_assert!(
+            self.dialect == Dialect::Postgres && self.parts.is_empty(),
+            "a gate opens a PostgreSQL script"
+        );
+        let gate = self.push(sql, bind);
+        self.gated = true;
+        self.fuses = true;
+        gate
     }
 
     /// On PostgreSQL, sends the script's statements as few statements as
@@ -106,6 +132,7 @@ impl<'a> Script<'a> {
         sql: impl Into<String>,
         bind: impl FnOnce(Query) -> Query + Send + 'a,
     ) -> usize {
+        debug_assert!(!self.gated, "behind a gate, only inserts");
         let item = self.next_item();
         self.parts.push(Part {
             sql: sql.into(),
@@ -159,8 +186,15 @@ impl<'a> Script<'a> {
         let item = self.next_item();
         for start in (0..len).step_by(ROWS_PER_STATEMENT) {
             let end = (start + ROWS_PER_STATEMENT).min(len);
+            let rows = value_rows(0, end - start, width);
             self.parts.push(Part {
-                sql: format!("{sql} VALUES {}{tail}", value_rows(0, end - start, width)),
+                sql: if self.gated {
+                    format!(
+                        "{sql} SELECT * FROM (VALUES {rows}) AS v WHERE (SELECT admits FROM gate){tail}"
+                    )
+                } else {
+                    format!("{sql} VALUES {rows}{tail}")
+                },
                 bind: binder(start..end),
                 item: Some(item),
             });
@@ -178,7 +212,7 @@ impl<'a> Script<'a> {
     /// caller's transaction then rolls back as with any failed statement.
     pub async fn run(mut self, tx: &mut super::WriteTx) -> Result<Vec<Done>> {
         debug_assert!(tx.is_open(), "a script after its transaction's COMMIT");
-        let mut done: Vec<Done> = (0..self.items).map(|_| Done::default()).collect();
+        debug_assert!(!self.gated, "a gated script runs alone");
         // On PostgreSQL the statements go one by one anyway: BEGIN and
         // COMMIT stay the caller's.
         let commits = self.commits && self.dialect == Dialect::Sqlite;
@@ -188,50 +222,29 @@ impl<'a> Script<'a> {
         if commits {
             self.parts.push(control("COMMIT"));
         }
-        for group in self.groups() {
-            let mut sql = String::new();
-            let mut binders = Vec::with_capacity(group.len());
-            let mut items = Vec::with_capacity(group.len());
-            for part in group {
-                if !sql.is_empty() {
-                    sql.push_str(";\n");
-                }
-                sql.push_str(&part.sql);
-                binders.push(part.bind);
-                items.push(part.item);
-            }
-            // A statement alone stays in the connection's statement cache, as
-            // any query does, and so does a short group (fixed text, such as
-            // a claim's reads). A long group is prepared afresh each time:
-            // its text varies with the row counts of all its parts, so it
-            // would rarely be reused, and each cached one holds the compiled
-            // programs of several multi-row statements (the gateway's peak
-            // memory grew by 50 MB with them cached).
-            let persistent = binders.len() == 1 || sql.len() <= CACHED_GROUP_BYTES;
-            let query = binders
-                .into_iter()
-                .fold(q(sql).persistent(persistent), |query, bind| bind(query));
-            let mut stream = (&mut **tx).fetch_many(query);
-            let mut statement = 0;
-            let mut rows = Vec::new();
-            while let Some(step) = stream.try_next().await? {
-                match step {
-                    Either::Right(row) => rows.push(row),
-                    Either::Left(result) => {
-                        if let Some(item) = items[statement] {
-                            let d = &mut done[item];
-                            d.rows.append(&mut rows);
-                            d.rows_affected += result.rows_affected();
-                        }
-                        statement += 1;
-                    }
-                }
-            }
-        }
+        let items = self.items;
+        let done = run_groups(tx, items, self.groups()).await?;
         if commits {
             tx.committed_by_script();
         }
         Ok(done)
+    }
+
+    /// Runs a gated script (`gate`) as the one statement it fuses into, on
+    /// a connection with no transaction open: the statement is its own
+    /// transaction, gate and writes alike.
+    pub async fn run_alone(self, conn: &mut sqlx::AnyConnection) -> Result<Vec<Done>> {
+        assert!(self.gated, "only a gated script runs alone");
+        let items = self.items;
+        let groups = self.groups();
+        // Two statements would commit apart: never send the first.
+        if groups.len() != 1 {
+            return Err(super::StoreError::Corrupt(format!(
+                "a gated script fused into {} statements",
+                groups.len()
+            )));
+        }
+        run_groups(conn, items, groups).await
     }
 
     /// The statements as round trips: on SQLite, runs of statements that can
@@ -239,6 +252,11 @@ impl<'a> Script<'a> {
     /// one statement each, fused first if asked (`fuse_writes`).
     fn groups(mut self) -> Vec<Vec<Part<'a>>> {
         let dialect = self.dialect;
+        if dialect == Dialect::Postgres && self.gated {
+            return fuse_behind_gate(std::mem::take(&mut self.parts))
+                .map(|part| vec![vec![part]])
+                .unwrap_or_default();
+        }
         if dialect == Dialect::Postgres && self.fuses {
             self.parts = fuse(std::mem::take(&mut self.parts));
         }
@@ -257,6 +275,56 @@ impl<'a> Script<'a> {
         }
         groups
     }
+}
+
+/// Sends each group as one query on `conn` and returns one result per item.
+async fn run_groups<'a>(
+    conn: &mut sqlx::AnyConnection,
+    items: usize,
+    groups: Vec<Vec<Part<'a>>>,
+) -> Result<Vec<Done>> {
+    let mut done: Vec<Done> = (0..items).map(|_| Done::default()).collect();
+    for group in groups {
+        let mut sql = String::new();
+        let mut binders = Vec::with_capacity(group.len());
+        let mut items = Vec::with_capacity(group.len());
+        for part in group {
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&part.sql);
+            binders.push(part.bind);
+            items.push(part.item);
+        }
+        // A statement alone stays in the connection's statement cache, as
+        // any query does, and so does a short group (fixed text, such as
+        // a claim's reads). A long group is prepared afresh each time:
+        // its text varies with the row counts of all its parts, so it
+        // would rarely be reused, and each cached one holds the compiled
+        // programs of several multi-row statements (the gateway's peak
+        // memory grew by 50 MB with them cached).
+        let persistent = binders.len() == 1 || sql.len() <= CACHED_GROUP_BYTES;
+        let query = binders
+            .into_iter()
+            .fold(q(sql).persistent(persistent), |query, bind| bind(query));
+        let mut stream = (&mut *conn).fetch_many(query);
+        let mut statement = 0;
+        let mut rows = Vec::new();
+        while let Some(step) = stream.try_next().await? {
+            match step {
+                Either::Right(row) => rows.push(row),
+                Either::Left(result) => {
+                    if let Some(item) = items[statement] {
+                        let d = &mut done[item];
+                        d.rows.append(&mut rows);
+                        d.rows_affected += result.rows_affected();
+                    }
+                    statement += 1;
+                }
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// PostgreSQL's limit on the parameters of one statement.
@@ -289,6 +357,37 @@ fn fuse(parts: Vec<Part<'_>>) -> Vec<Part<'_>> {
     }
     fused.extend(join_run(run));
     fused
+}
+
+/// The one statement of a gated script (`Script::gate`): the gate first,
+/// as `gate`, which every insert after it reads; each insert a
+/// data-modifying `WITH`, numbered as `fuse` numbers them; the gate's row
+/// the statement's result. None if the statement would pass PostgreSQL's
+/// parameter limit: the caller must not split it.
+fn fuse_behind_gate(parts: Vec<Part<'_>>) -> Option<Part<'_>> {
+    let mut parts = parts.into_iter();
+    let gate = parts.next()?;
+    let mut offset = highest_placeholder(&gate.sql);
+    let mut sql = format!("WITH gate AS MATERIALIZED ({})", gate.sql);
+    let mut binders = vec![gate.bind];
+    for (n, part) in parts.enumerate() {
+        sql.push_str(&format!(
+            ", w{} AS ({})",
+            n + 1,
+            renumber_placeholders(&part.sql, offset)
+        ));
+        offset += highest_placeholder(&part.sql);
+        binders.push(part.bind);
+    }
+    if offset > MAX_PARAMETERS {
+        return None;
+    }
+    sql.push_str(" SELECT * FROM gate");
+    Some(Part {
+        sql,
+        bind: Box::new(move |query| binders.into_iter().fold(query, |query, bind| bind(query))),
+        item: gate.item,
+    })
 }
 
 /// One statement of a run of `fuse` (none for an empty run).
@@ -519,6 +618,45 @@ mod tests {
              w1 AS (UPDATE b SET v = $4 WHERE id = $3 AND w = $4) \
              INSERT INTO c (z) VALUES ($5)"
         );
+    }
+
+    /// Behind a gate every insert is a `WITH` that reads it, and the
+    /// statement returns the gate's row.
+    #[test]
+    fn a_gated_script_is_one_statement_that_returns_the_gate() {
+        let mut script = Script::new(crate::store::Dialect::Postgres);
+        let gate = script.gate("SELECT x = $1 AS admits FROM g WHERE id = $2", |q| q);
+        let rows = script.insert_rows("INSERT INTO a (x, y)", 2, &[1, 2], "", |q, _| q);
+        script.insert_rows(
+            "INSERT INTO b (z)",
+            1,
+            &[3],
+            " ON CONFLICT DO NOTHING",
+            |q, _| q,
+        );
+        assert_eq!((gate, rows), (0, 1));
+        let groups = script.groups();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].len(), 1);
+        assert_eq!(
+            groups[0][0].sql,
+            "WITH gate AS MATERIALIZED (SELECT x = $1 AS admits FROM g WHERE id = $2), \
+             w1 AS (INSERT INTO a (x, y) SELECT * FROM (VALUES ($3, $4), ($5, $6)) AS v \
+             WHERE (SELECT admits FROM gate)), \
+             w2 AS (INSERT INTO b (z) SELECT * FROM (VALUES ($7)) AS v \
+             WHERE (SELECT admits FROM gate) ON CONFLICT DO NOTHING) \
+             SELECT * FROM gate"
+        );
+        assert_eq!(groups[0][0].item, Some(gate));
+    }
+
+    #[test]
+    fn a_gated_script_too_wide_for_one_statement_is_not_split() {
+        let rows = vec![0; 70_000];
+        let mut script = Script::new(crate::store::Dialect::Postgres);
+        script.gate("SELECT true AS admits", |q| q);
+        script.insert_rows("INSERT INTO a (x)", 1, &rows, "", |q, _| q);
+        assert!(script.groups().is_empty());
     }
 
     #[test]

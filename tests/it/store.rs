@@ -914,6 +914,90 @@ db_test!(
     super::an_abandoned_submit_is_written_whole_or_not_at_all
 );
 
+/// The same request under new ids: another submit of it.
+fn resubmitted(request: &shokai::domain::request::Request) -> shokai::domain::request::Request {
+    let mut again = request.clone();
+    again.id = shokai::domain::ids::RequestId::generate();
+    for inquiry in &mut again.inquiries {
+        inquiry.id = shokai::domain::ids::InquiryId::generate();
+    }
+    again
+}
+
+/// The store decides a submit itself, in the transaction that writes it,
+/// whatever the caller checked before: a key used for another body, a
+/// replay, a case closed in the meantime and a missing case each write
+/// nothing, not even the audit entry, and only an admitted submit writes.
+async fn the_store_writes_a_request_only_if_its_case_admits_it(url: String) {
+    use shokai::domain::audit::{AuditAction, AuditEntry};
+    use shokai::store::{RequestInsert, StoreError};
+    let store = open(&url).await;
+    import_small_directory(&store).await;
+    let first = crate::support::file_request_for(&store, 2, &["0001", "0005"]).await;
+    let trace = |request: &shokai::domain::request::Request| AuditEntry {
+        at: now_millis(),
+        actor: "test".into(),
+        role: "caseworker".into(),
+        office: "131016".into(),
+        action: AuditAction::RequestCreate,
+        target: format!("request:{}", request.id),
+        case_id: Some(request.case_id.to_string()),
+        purpose: None,
+        legal_basis: Some(request.legal_basis.clone()),
+    };
+    let insert = |request: shokai::domain::request::Request,
+                  key: Option<(&'static str, &'static str)>| {
+        let store = store.clone();
+        async move {
+            let audit = [trace(&request)];
+            store.insert_request(&request, "test", key, &audit).await
+        }
+    };
+    let keyed = resubmitted(&first);
+    let before = rows_a_submit_writes(&url).await;
+    assert!(matches!(
+        insert(keyed.clone(), Some(("k", "h1"))).await,
+        Ok(RequestInsert::Created(view)) if view.id == keyed.id
+    ));
+    let written = rows_a_submit_writes(&url).await;
+    assert_eq!(written - before, 1 + 2 * keyed.inquiries.len() as i64 + 1);
+
+    assert!(matches!(
+        insert(resubmitted(&first), Some(("k", "h2"))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        insert(resubmitted(&first), Some(("k", "h1"))).await,
+        Ok(RequestInsert::Replayed(id)) if id == keyed.id
+    ));
+    let mut elsewhere = resubmitted(&first);
+    elsewhere.case_id = shokai::domain::ids::CaseId::generate();
+    assert!(matches!(
+        insert(elsewhere, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Closed behind the caller's back, after it found the case open.
+    crate::support::execute_behind_the_store(&url, &["UPDATE cases SET closed_at = 1"]).await;
+    assert!(matches!(
+        insert(resubmitted(&first), None).await,
+        Err(StoreError::Refused(m)) if m.contains("closed")
+    ));
+    assert!(matches!(
+        insert(resubmitted(&first), Some(("k2", "h1"))).await,
+        Err(StoreError::Refused(m)) if m.contains("closed")
+    ));
+    assert_eq!(
+        rows_a_submit_writes(&url).await,
+        written,
+        "refusals write nothing"
+    );
+    store.close().await;
+}
+db_test!(
+    the_store_writes_a_request_only_if_its_case_admits_it,
+    super::the_store_writes_a_request_only_if_its_case_admits_it
+);
+
 fn caseworker() -> shokai::casework::Actor {
     shokai::casework::Actor {
         id: "token:test:caseworker".into(),
@@ -994,6 +1078,7 @@ async fn a_retried_submit_gets_its_first_request_back(url: String) {
         .await
         .unwrap();
     casework::close_case(&store, &actor, &case).await.unwrap();
+    let written = rows_a_submit_writes(&url).await;
     assert!(matches!(
         submit(Some("k1"), "h1", &[Existence]).await,
         Ok(Submitted::Replayed(v)) if v.id == first.id
@@ -1010,6 +1095,11 @@ async fn a_retried_submit_gets_its_first_request_back(url: String) {
         submit(None, "", &[Existence]).await,
         Err(CaseworkError::Conflict(m)) if m.contains("closed")
     ));
+    assert_eq!(
+        rows_a_submit_writes(&url).await,
+        written,
+        "a replayed or refused submit writes nothing"
+    );
 
     // Two tries at once: one files, the other gets its request.
     let open_case = casework::create_case(&store, &actor, "CASE-2", subjects)
@@ -1045,6 +1135,27 @@ async fn a_retried_submit_gets_its_first_request_back(url: String) {
     }
     assert_eq!(filed, 2);
 }
+/// The rows of every kind a submit writes: requests, inquiries, places
+/// in the queue and `request.create` audit entries (on PostgreSQL also
+/// those not chained yet).
+async fn rows_a_submit_writes(url: &str) -> i64 {
+    let audit = "SELECT COUNT(*) FROM audit_log WHERE action = 'request.create'";
+    let pending = "SELECT COUNT(*) FROM audit_pending WHERE action = 'request.create'";
+    let mut n = 0;
+    for sql in [
+        "SELECT COUNT(*) FROM requests",
+        "SELECT COUNT(*) FROM inquiries",
+        "SELECT COUNT(*) FROM inquiry_queue",
+        audit,
+    ] {
+        n += count_behind_the_store(url, sql).await;
+    }
+    if !url.starts_with("sqlite") {
+        n += count_behind_the_store(url, pending).await;
+    }
+    n
+}
+
 db_test!(
     a_retried_submit_gets_its_first_request_back,
     super::a_retried_submit_gets_its_first_request_back
