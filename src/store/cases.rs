@@ -631,7 +631,7 @@ impl Store {
         let rows = q(format!(
             "SELECT i.id, i.subject_id, i.institution_code, i.branches, i.state, i.batch_id, \
              i.due_date, i.failure_reason, i.answer_revision, i.created_at, i.updated_at, \
-             b.attempts, b.created_at AS batched_at \
+             i.delivered_at, b.attempts, b.created_at AS batched_at \
              FROM inquiries i LEFT JOIN batches b ON b.id = i.batch_id \
              WHERE {condition} ORDER BY i.created_at, i.id"
         ))
@@ -642,29 +642,39 @@ impl Store {
         // step: an answer state moves only to another answer state, so
         // nothing stored comes after the first answer.
         let events = q(format!(
-            "SELECT e.inquiry_id, e.to_state AS step, e.at, 0 AS answer, e.id AS n \
+            "SELECT e.inquiry_id, e.to_state AS step, e.at, 0 AS answer, e.id AS n, \
+             e.from_state AS from_state \
              FROM inquiry_events e JOIN inquiries i ON i.id = e.inquiry_id WHERE {condition} \
              UNION ALL \
              SELECT a.inquiry_id, a.outcome AS step, a.received_at AS at, 1 AS answer, \
-             a.revision AS n FROM answers a JOIN inquiries i ON i.id = a.inquiry_id \
+             a.revision AS n, NULL AS from_state FROM answers a JOIN inquiries i ON i.id = a.inquiry_id \
              WHERE {condition} ORDER BY answer, n"
         ))
         .bind(value.to_owned())
         .fetch_all(&self.pool)
         .await?;
-        let mut history: std::collections::HashMap<String, Vec<(InquiryState, i64)>> =
+        // Each step with whether it can only follow a delivery: an answer
+        // (had it come first, nothing was delivered), or a stored step out
+        // of delivered.
+        type Steps = Vec<(InquiryState, i64, bool)>;
+        let mut history: std::collections::HashMap<String, Steps> =
             std::collections::HashMap::new();
         for e in &events {
             let step = get_str(e, "step")?;
-            let state = if get_i64(e, "answer")? == 1 {
-                super::answers::answer_step(&step)?
+            let (state, after_delivery) = if get_i64(e, "answer")? == 1 {
+                (super::answers::answer_step(&step)?, true)
             } else {
-                InquiryState::parse(&step)?
+                let from = get_opt_str(e, "from_state")?;
+                (
+                    InquiryState::parse(&step)?,
+                    from.as_deref() == Some(InquiryState::Delivered.as_str()),
+                )
             };
-            history
-                .entry(get_str(e, "inquiry_id")?)
-                .or_default()
-                .push((state, get_i64(e, "at")?));
+            history.entry(get_str(e, "inquiry_id")?).or_default().push((
+                state,
+                get_i64(e, "at")?,
+                after_delivery,
+            ));
         }
         let today = jst_date(now_millis());
         rows.iter()
@@ -678,9 +688,22 @@ impl Store {
                 // batch, the batch's (0015): neither is stored again. A
                 // batch is set once, so every stored step comes after.
                 let batched = get_opt_i64(r, "batched_at")?.map(|at| (InquiryState::Batched, at));
+                // The delivery (0018) goes before the first step that can
+                // only follow it: an inquiry is delivered at most once.
+                let stored = history.remove(&id).unwrap_or_default();
+                let split = stored.iter().position(|s| s.2).unwrap_or(stored.len());
+                let delivered =
+                    get_opt_i64(r, "delivered_at")?.map(|at| (InquiryState::Delivered, at));
+                let steps = |s: &[(InquiryState, i64, bool)]| {
+                    s.iter()
+                        .map(|&(state, at, _)| (state, at))
+                        .collect::<Vec<_>>()
+                };
                 let history = std::iter::once((InquiryState::Queued, created_at))
                     .chain(batched)
-                    .chain(history.remove(&id).unwrap_or_default())
+                    .chain(steps(&stored[..split]))
+                    .chain(delivered)
+                    .chain(steps(&stored[split..]))
                     .collect();
                 Ok(InquiryView {
                     subject_id: SubjectId::from_trusted(get_str(r, "subject_id")?),

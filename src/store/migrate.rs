@@ -117,6 +117,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0017_per_inquiry_keys.sql"),
         postgres: include_str!("../../migrations/postgres/0017_per_inquiry_keys.sql"),
     },
+    Migration {
+        version: 18,
+        name: "delivered_at",
+        sqlite: include_str!("../../migrations/sqlite/0018_delivered_at.sql"),
+        postgres: include_str!("../../migrations/postgres/0018_delivered_at.sql"),
+    },
 ];
 
 /// Serialises concurrent migrators on PostgreSQL (several gateways starting).

@@ -125,7 +125,9 @@ impl Store {
     /// Adds to a script the move of a batch's inquiries from one state to
     /// another, with their history written with `detail`; returns the index
     /// of the result whose `rows_affected` is how many moved. `failure` is
-    /// the reason stored on the inquiries (None clears it). The history is
+    /// the reason stored on the inquiries (None clears it). A move to
+    /// delivered writes no history row: it sets `delivered_at` (0018), and
+    /// its `detail` is the batch's attempt outcome already. The history is
     /// written for the same set the update moves: on SQLite the write
     /// transaction excludes every other writer between the two statements;
     /// on PostgreSQL one statement locks the rows in id order, as
@@ -154,6 +156,41 @@ impl Store {
                 .bind(batch.as_str().to_owned())
                 .bind(from.as_str())
         };
+        if to == InquiryState::Delivered {
+            // Each placeholder once and in order: on SQLite it then shares
+            // its script's round trip.
+            let members = members_of("$5");
+            let (locked, target) = match self.dialect {
+                Dialect::Postgres => (
+                    format!(
+                        "WITH locked AS MATERIALIZED (SELECT id FROM inquiries \
+                         WHERE id IN ({members}) AND state = $6 ORDER BY id{}) ",
+                        self.dialect.for_update()
+                    ),
+                    "FROM locked WHERE inquiries.id = locked.id AND inquiries.state = $6"
+                        .to_owned(),
+                ),
+                Dialect::Sqlite => (
+                    String::new(),
+                    format!("WHERE id IN ({members}) AND state = $6"),
+                ),
+            };
+            return script.push(
+                format!(
+                    "{locked}UPDATE inquiries SET state = $1, failure_reason = $2, \
+                     updated_at = $3, delivered_at = $4 {target}"
+                ),
+                move |query| {
+                    query
+                        .bind(to.as_str())
+                        .bind(failure.map(str::to_owned))
+                        .bind(now)
+                        .bind(now)
+                        .bind(batch.as_str().to_owned())
+                        .bind(from.as_str())
+                },
+            );
+        }
         if self.dialect == Dialect::Postgres {
             return script.push(
                 format!(

@@ -868,6 +868,87 @@ db_test!(
     super::the_answer_history_migration_keeps_history
 );
 
+/// Back to the schema before 0018: each delivery a history row.
+const BEFORE_0018: [&str; 3] = [
+    "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+     SELECT id, delivered_at, 'batched', 'delivered', NULL FROM inquiries \
+     WHERE delivered_at IS NOT NULL",
+    "ALTER TABLE inquiries DROP COLUMN delivered_at",
+    "DELETE FROM shokai_migrations WHERE version = 18",
+];
+
+/// Migration 0018 stops storing the delivered step: it is the inquiry's
+/// `delivered_at`, read before the first stored step out of delivered.
+/// Inquiries of a batch that died, was retried and then delivered, one of
+/// them answered and corrected and one cancelled after delivery, read the
+/// same histories before and after it.
+async fn the_delivered_migration_keeps_history(url: String) {
+    let (store, request, claimed) = claimed_batch(&url, "0001", 3).await;
+    let dead = BatchFinish::Dead {
+        reason: "refused by the bank".into(),
+    };
+    store
+        .finish_batch(
+            &attempt(&claimed[0].id, &claimed[0].token, now_millis()),
+            &dead,
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .retry_dead_batch(&claimed[0].id, now_millis())
+        .await
+        .unwrap();
+    let again = store
+        .claim_due_batches(now_millis() + 1, 60_000, 10, &BreakerPolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    acknowledge(&store, &again[0], now_millis()).await;
+    let [answered, cancelled, waiting] = [0, 1, 2].map(|n| request.inquiries[n].id.clone());
+    for balance in [100, 250] {
+        store
+            .apply_answer(&code("0001"), &found(&answered, balance), now_millis())
+            .await
+            .unwrap();
+    }
+    store
+        .cancel_inquiries(
+            std::slice::from_ref(&cancelled),
+            "filed twice",
+            now_millis(),
+        )
+        .await
+        .unwrap();
+    let before = store.request(&request.id).await.unwrap().unwrap();
+    let of = |id: &shokai::domain::ids::InquiryId| {
+        steps(before.inquiries.iter().find(|i| &i.id == id).unwrap())
+    };
+    use InquiryState::*;
+    let delivered = vec![Queued, Batched, Failed, Batched, Delivered];
+    assert_eq!(of(&waiting), delivered);
+    assert_eq!(of(&cancelled), [&delivered[..], &[Cancelled]].concat());
+    assert_eq!(
+        of(&answered),
+        [&delivered[..], &[Answered, Answered]].concat()
+    );
+    crate::support::execute_behind_the_store(&url, &BEFORE_0018).await;
+    store.migrate().await.unwrap();
+    let after = store.request(&request.id).await.unwrap().unwrap();
+    assert_eq!(histories(&after), histories(&before));
+    let stored = crate::support::count_behind_the_store(
+        &url,
+        "SELECT COUNT(*) FROM inquiry_events WHERE to_state = 'delivered'",
+    )
+    .await;
+    assert_eq!(stored, 0, "no delivered step is stored");
+    store.close().await;
+}
+db_test!(
+    the_delivered_migration_keeps_history,
+    super::the_delivered_migration_keeps_history
+);
+
 /// A submit whose caller stops waiting half-way (a client that hangs up)
 /// is written whole or not at all. On SQLite the transaction runs on the
 /// writer's own thread once started, so it is written whole; on
@@ -1223,9 +1304,11 @@ async fn the_per_inquiry_keys_migration_keeps_rows_and_ids(url: String) {
     let accounts = "SELECT COUNT(*) FROM answer_accounts";
     assert_eq!(count_behind_the_store(&url, accounts).await, 1);
 
-    // Back to the schema before 0017. On SQLite the rebuild runs again on
-    // the rebuilt tables; a new database ran it on the keyed ones.
-    let mut back = vec!["DELETE FROM shokai_migrations WHERE version = 17".to_owned()];
+    // Back to the schema before 0017 (and so before 0018). On SQLite the
+    // rebuild runs again on the rebuilt tables; a new database ran it on
+    // the keyed ones.
+    let mut back: Vec<String> = BEFORE_0018.iter().map(|sql| sql.to_string()).collect();
+    back.push("DELETE FROM shokai_migrations WHERE version = 17".to_owned());
     if !sqlite {
         back.extend(PER_INQUIRY_KEYS.iter().map(|(table, column, parent, key)| {
             format!(
