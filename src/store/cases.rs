@@ -631,50 +631,47 @@ impl Store {
         let rows = q(format!(
             "SELECT i.id, i.subject_id, i.institution_code, i.branches, i.state, i.batch_id, \
              i.due_date, i.failure_reason, i.answer_revision, i.created_at, i.updated_at, \
-             i.delivered_at, b.attempts, b.created_at AS batched_at \
+             b.attempts, b.created_at AS batched_at \
              FROM inquiries i LEFT JOIN batches b ON b.id = i.batch_id \
              WHERE {condition} ORDER BY i.created_at, i.id"
         ))
         .bind(value.to_owned())
         .fetch_all(&self.pool)
         .await?;
-        // The stored steps, then the answers (0016), each revision one
-        // step: an answer state moves only to another answer state, so
-        // nothing stored comes after the first answer.
+        // The stored steps, the delivery (0018) among them, then the
+        // answers (0016), each revision one step. `phase` orders them: an
+        // inquiry is delivered at most once, so the delivery comes before
+        // the first stored step out of delivered; an answer state moves
+        // only to another answer state, so nothing stored comes after the
+        // first answer.
         let events = q(format!(
-            "SELECT e.inquiry_id, e.to_state AS step, e.at, 0 AS answer, e.id AS n, \
-             e.from_state AS from_state \
+            "SELECT e.inquiry_id, e.to_state AS step, e.at, \
+             CASE WHEN e.from_state = 'delivered' THEN 2 ELSE 0 END AS phase, e.id AS n \
              FROM inquiry_events e JOIN inquiries i ON i.id = e.inquiry_id WHERE {condition} \
              UNION ALL \
-             SELECT a.inquiry_id, a.outcome AS step, a.received_at AS at, 1 AS answer, \
-             a.revision AS n, NULL AS from_state FROM answers a JOIN inquiries i ON i.id = a.inquiry_id \
-             WHERE {condition} ORDER BY answer, n"
+             SELECT i.id, 'delivered', i.delivered_at, 1, 0 FROM inquiries i \
+             WHERE ({condition}) AND i.delivered_at IS NOT NULL \
+             UNION ALL \
+             SELECT a.inquiry_id, a.outcome, a.received_at, {ANSWER_PHASE}, a.revision \
+             FROM answers a JOIN inquiries i ON i.id = a.inquiry_id \
+             WHERE {condition} ORDER BY phase, n"
         ))
         .bind(value.to_owned())
         .fetch_all(&self.pool)
         .await?;
-        // Each step with whether it can only follow a delivery: an answer
-        // (had it come first, nothing was delivered), or a stored step out
-        // of delivered.
-        type Steps = Vec<(InquiryState, i64, bool)>;
-        let mut history: std::collections::HashMap<String, Steps> =
+        let mut history: std::collections::HashMap<String, Vec<(InquiryState, i64)>> =
             std::collections::HashMap::new();
         for e in &events {
             let step = get_str(e, "step")?;
-            let (state, after_delivery) = if get_i64(e, "answer")? == 1 {
-                (super::answers::answer_step(&step)?, true)
+            let state = if get_i64(e, "phase")? == ANSWER_PHASE {
+                super::answers::answer_step(&step)?
             } else {
-                let from = get_opt_str(e, "from_state")?;
-                (
-                    InquiryState::parse(&step)?,
-                    from.as_deref() == Some(InquiryState::Delivered.as_str()),
-                )
+                InquiryState::parse(&step)?
             };
-            history.entry(get_str(e, "inquiry_id")?).or_default().push((
-                state,
-                get_i64(e, "at")?,
-                after_delivery,
-            ));
+            history
+                .entry(get_str(e, "inquiry_id")?)
+                .or_default()
+                .push((state, get_i64(e, "at")?));
         }
         let today = jst_date(now_millis());
         rows.iter()
@@ -688,22 +685,9 @@ impl Store {
                 // batch, the batch's (0015): neither is stored again. A
                 // batch is set once, so every stored step comes after.
                 let batched = get_opt_i64(r, "batched_at")?.map(|at| (InquiryState::Batched, at));
-                // The delivery (0018) goes before the first step that can
-                // only follow it: an inquiry is delivered at most once.
-                let stored = history.remove(&id).unwrap_or_default();
-                let split = stored.iter().position(|s| s.2).unwrap_or(stored.len());
-                let delivered =
-                    get_opt_i64(r, "delivered_at")?.map(|at| (InquiryState::Delivered, at));
-                let steps = |s: &[(InquiryState, i64, bool)]| {
-                    s.iter()
-                        .map(|&(state, at, _)| (state, at))
-                        .collect::<Vec<_>>()
-                };
                 let history = std::iter::once((InquiryState::Queued, created_at))
                     .chain(batched)
-                    .chain(steps(&stored[..split]))
-                    .chain(delivered)
-                    .chain(steps(&stored[split..]))
+                    .chain(history.remove(&id).unwrap_or_default())
                     .collect();
                 Ok(InquiryView {
                     subject_id: SubjectId::from_trusted(get_str(r, "subject_id")?),
@@ -886,6 +870,9 @@ fn alert_change(r: &AnyRow) -> Result<Option<AlertChange>> {
             .ok_or_else(|| StoreError::Corrupt(format!("unknown suggested action '{action}'")))?,
     }))
 }
+
+/// The `phase` of an inquiry's answer steps in its history's query.
+const ANSWER_PHASE: i64 = 3;
 
 /// A request's rows: the request, its inquiries and their places in the
 /// queue. No statement reads another's rows (on PostgreSQL they fuse).

@@ -147,88 +147,65 @@ impl Store {
             failure,
             detail,
         } = m;
-        // $1 … $5 of the update, on both databases.
+        // A delivery is the inquiries' `delivered_at`, not a history row
+        // (0018); no other move touches it.
+        let history = to != InquiryState::Delivered;
+        let delivered_at = (!history).then_some(now);
+        // $1 … $6 of the update, on both databases, each once and in
+        // order: on SQLite it then shares its script's round trip.
         let bind_move = move |query: Query| {
             query
                 .bind(to.as_str())
                 .bind(failure.map(str::to_owned))
                 .bind(now)
+                .bind(delivered_at)
                 .bind(batch.as_str().to_owned())
                 .bind(from.as_str())
         };
-        if to == InquiryState::Delivered {
-            // Each placeholder once and in order: on SQLite it then shares
-            // its script's round trip.
-            let members = members_of("$5");
-            let (locked, target) = match self.dialect {
-                Dialect::Postgres => (
-                    format!(
-                        "WITH locked AS MATERIALIZED (SELECT id FROM inquiries \
-                         WHERE id IN ({members}) AND state = $6 ORDER BY id{}) ",
-                        self.dialect.for_update()
-                    ),
-                    "FROM locked WHERE inquiries.id = locked.id AND inquiries.state = $6"
-                        .to_owned(),
-                ),
-                Dialect::Sqlite => (
-                    String::new(),
-                    format!("WHERE id IN ({members}) AND state = $6"),
-                ),
-            };
+        let update = "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3, \
+                      delivered_at = COALESCE($4, delivered_at)";
+        if self.dialect == Dialect::Postgres {
+            let locked = format!(
+                "WITH locked AS MATERIALIZED (SELECT id FROM inquiries \
+                 WHERE id IN ({}) AND state = $6 ORDER BY id{})",
+                members_of("$5"),
+                self.dialect.for_update()
+            );
+            let moved = format!(
+                "{update} FROM locked WHERE inquiries.id = locked.id AND inquiries.state = $6"
+            );
+            if !history {
+                return script.push(format!("{locked} {moved}"), bind_move);
+            }
             return script.push(
                 format!(
-                    "{locked}UPDATE inquiries SET state = $1, failure_reason = $2, \
-                     updated_at = $3, delivered_at = $4 {target}"
+                    "{locked}, moved AS ({moved} RETURNING inquiries.id) \
+                     INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+                     SELECT id, $3, $6, $1, $7 FROM moved"
+                ),
+                move |query| bind_move(query).bind(detail.map(str::to_owned)),
+            );
+        }
+        if history {
+            script.push(
+                format!(
+                    "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
+                     SELECT id, $1, $2, $3, $4 FROM inquiries WHERE id IN ({}) AND state = $6",
+                    members_of("$5")
                 ),
                 move |query| {
                     query
+                        .bind(now)
+                        .bind(from.as_str())
                         .bind(to.as_str())
-                        .bind(failure.map(str::to_owned))
-                        .bind(now)
-                        .bind(now)
+                        .bind(detail.map(str::to_owned))
                         .bind(batch.as_str().to_owned())
                         .bind(from.as_str())
                 },
             );
         }
-        if self.dialect == Dialect::Postgres {
-            return script.push(
-                format!(
-                    "WITH locked AS MATERIALIZED (SELECT id FROM inquiries \
-                     WHERE id IN ({}) AND state = $5 ORDER BY id{}), \
-                     moved AS (UPDATE inquiries SET state = $1, failure_reason = $2, \
-                     updated_at = $3 FROM locked WHERE inquiries.id = locked.id \
-                     AND inquiries.state = $5 RETURNING inquiries.id) \
-                     INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-                     SELECT id, $3, $5, $1, $6 FROM moved",
-                    members_of("$4"),
-                    self.dialect.for_update()
-                ),
-                move |query| bind_move(query).bind(detail.map(str::to_owned)),
-            );
-        }
         script.push(
-            format!(
-                "INSERT INTO inquiry_events (inquiry_id, at, from_state, to_state, detail) \
-                 SELECT id, $1, $2, $3, $4 FROM inquiries WHERE id IN ({}) AND state = $6",
-                members_of("$5")
-            ),
-            move |query| {
-                query
-                    .bind(now)
-                    .bind(from.as_str())
-                    .bind(to.as_str())
-                    .bind(detail.map(str::to_owned))
-                    .bind(batch.as_str().to_owned())
-                    .bind(from.as_str())
-            },
-        );
-        script.push(
-            format!(
-                "UPDATE inquiries SET state = $1, failure_reason = $2, updated_at = $3 \
-                 WHERE id IN ({}) AND state = $5",
-                members_of("$4")
-            ),
+            format!("{update} WHERE id IN ({}) AND state = $6", members_of("$5")),
             bind_move,
         )
     }
